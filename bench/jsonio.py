@@ -1,0 +1,123 @@
+"""Strict JSON and crash-safe files.
+
+- Every JSON written is strict (allow_nan=False): a NaN is a bug upstream, never a value.
+- Whole files are written to a temp file in the same folder and renamed (atomic on POSIX).
+- JSONL files are appended one complete line at a time with flush+fsync. A run killed in the
+  middle of a write leaves at most one partial last line; `read_jsonl` drops it, truncating the
+  file back to the last complete record, so a non-JSON line never stays at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+from bench.errors import BadResultFile
+
+
+def dumps(obj: Any, **kw: Any) -> str:
+    return json.dumps(obj, allow_nan=False, ensure_ascii=False, **kw)
+
+
+def canonical(obj: Any) -> str:
+    """Canonical JSON for hashing: sorted keys, no whitespace."""
+    return json.dumps(obj, allow_nan=False, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = dumps(obj, indent=2, sort_keys=False) + "\n"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"), parse_constant=_reject_constant)
+    except (json.JSONDecodeError, ValueError, UnicodeDecodeError) as exc:
+        raise BadResultFile(f"{path} is not valid strict JSON: {exc}") from exc
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"non-standard JSON constant {name}")
+
+
+class JsonlAppender:
+    """Appends records to a JSONL file, one durable line per record."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._f = open(self.path, "a", encoding="utf-8")
+
+    def append(self, record: dict[str, Any]) -> None:
+        self._f.write(dumps(record) + "\n")
+        self._f.flush()
+        os.fsync(self._f.fileno())
+
+    def extend(self, records: Iterable[dict[str, Any]]) -> None:
+        lines = "".join(dumps(r) + "\n" for r in records)
+        if lines:
+            self._f.write(lines)
+            self._f.flush()
+            os.fsync(self._f.fileno())
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> "JsonlAppender":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def read_jsonl(path: str | os.PathLike, *, repair_tail: bool = True) -> list[dict[str, Any]]:
+    """Records of a JSONL file. A torn last line (from a kill mid-write) is dropped and, with
+    repair_tail, cut from the file. A bad line anywhere else is corruption: BadResultFile."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    raw = path.read_bytes()
+    records: list[dict[str, Any]] = []
+    good_end = 0
+    pos = 0
+    while pos < len(raw):
+        nl = raw.find(b"\n", pos)
+        end = len(raw) if nl < 0 else nl + 1
+        line = raw[pos:end]
+        is_last = end >= len(raw)
+        try:
+            if nl < 0:
+                raise ValueError("line has no newline: the writer was interrupted")
+            rec = json.loads(line.decode("utf-8"), parse_constant=_reject_constant)
+            if not isinstance(rec, dict):
+                raise ValueError("a record must be a JSON object")
+        except (ValueError, UnicodeDecodeError) as exc:
+            if is_last:
+                print(f"warning: {path}: dropping an incomplete last record ({exc})", file=sys.stderr)
+                if repair_tail:
+                    with open(path, "r+b") as f:
+                        f.truncate(good_end)
+                break
+            lineno = raw[:pos].count(b"\n") + 1
+            raise BadResultFile(f"{path} line {lineno} is not a JSON object ({exc}); the file is "
+                                "corrupt: restore it or delete the run folder to start over") from exc
+        if line.strip():
+            records.append(rec)
+        good_end = end
+        pos = end
+    return records

@@ -1,0 +1,282 @@
+"""The task runner: generate with each system, score with each metric, summarise.
+
+Layout of a run folder (addressed by the spec hash, see bench.spec):
+    spec.json            the frozen spec (written first; a resume checks it matches)
+    generations.jsonl    one record per (system, item): audio path, timings, memory, or failure
+    scores.jsonl         one record per (system, item, metric): values, or failure reason
+    summary.json         aggregates with CIs, failure counts, performance, environment
+    audio/<system>/<item_id>.wav
+A run killed at any moment resumes from the records: finished items are neither redone nor
+duplicated (records are keyed by system+item and system+item+metric).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import registry
+from bench.audio import Audio, validate, write_audio_atomic
+from bench.contracts import Metric, Task, TTSItem
+from bench.errors import BadAudio, BenchError, SpecMismatch, Unavailable
+from bench.jsonio import JsonlAppender, read_json, read_jsonl, write_json_atomic
+from bench.scoring import AudioMemo, ScoreCache, ScoreJob, score_metric
+from bench.spec import RunSpec, items_digest
+from bench.worker import DEFAULT_TIMEOUT_S, SystemWorker
+
+AUDIO_DIR_SYSTEM_PREFIX = "audio-dir:"
+_SAFE_ID = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def safe_filename(item_id: str) -> str:
+    """Item ids become file names; anything outside [A-Za-z0-9._-] is replaced (ids stay in records)."""
+    name = _SAFE_ID.sub("_", item_id)
+    return name if name not in ("", ".", "..") else f"_{name}"
+
+
+@dataclass
+class RunOptions:
+    out_root: Path
+    seed: int = 0
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    batch_size: int = 16
+    limit: int | None = None
+    use_cache: bool = True
+    retry_failed: bool = False
+    warmup: bool = True
+    progress: bool = True
+    metric_names: list[str] | None = None  # None = the task protocol's metrics
+    metric_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    system_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    task_options: dict[str, Any] = field(default_factory=dict)
+    audio_dir: Path | None = None  # `bench score`: read outputs from here instead of generating
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="item", disable=not enabled, file=sys.stderr,
+                dynamic_ncols=True, leave=False)
+
+
+def load_task(name: str, options: dict[str, Any], limit: int | None) -> tuple[Task, list[TTSItem]]:
+    task = registry.create("task", name, **options)
+    avail = task.availability()
+    if not avail.ok:
+        raise Unavailable(f"task '{name}' is unavailable: {avail.message()}")
+    items = task.items()
+    ids = [it.id for it in items]
+    if len(set(ids)) != len(ids):
+        dupes = sorted({i for i in ids if ids.count(i) > 1})[:5]
+        raise BenchError(f"task '{name}' has duplicate item ids (e.g. {dupes}); ids must be unique")
+    if not items:
+        raise BenchError(f"task '{name}' has no items")
+    if limit is not None:
+        items = items[:limit]
+    return task, items
+
+
+def build_metrics(task: Task, opts: RunOptions) -> tuple[list[Metric], dict[str, str]]:
+    """Metrics to run, and the unavailable ones with their reason (protocol metrics only).
+
+    A metric the user asked for by name that cannot run is an error; a protocol metric that cannot
+    run is reported as unavailable in the summary and console, never silently dropped."""
+    explicit = opts.metric_names is not None
+    names = opts.metric_names if explicit else list(task.protocol.metrics)
+    metrics, unavailable = [], {}
+    for name in names:
+        cls = registry.get_class("metric", name)
+        options = dict(opts.metric_options.get(name, {}))
+        if "text" in cls.needs:
+            options.setdefault("normalizer", task.protocol.normalizer)
+        metric = cls(**options)
+        avail = metric.availability()  # a classmethod, or an instance method when options matter
+        if not avail.ok:
+            if explicit:
+                raise Unavailable(f"metric '{name}' is unavailable: {avail.message()}")
+            unavailable[name] = avail.message()
+            continue
+        metrics.append(metric)
+    return metrics, unavailable
+
+
+class Run:
+    def __init__(self, systems: list[str], task_name: str, opts: RunOptions):
+        self.opts = opts
+        self.system_names = systems
+        self.task, self.items = load_task(task_name, opts.task_options, opts.limit)
+        self.metrics, self.unavailable_metrics = build_metrics(self.task, opts)
+        self.system_identities = [self._system_identity(s) for s in systems]
+        self.spec = RunSpec(
+            task=self.task.identity(), systems=tuple(self.system_identities),
+            metrics=tuple(m.identity() for m in self.metrics),
+            items_digest=items_digest(self.items), n_items=len(self.items), seed=opts.seed,
+        )
+        self.folder = Path(opts.out_root) / self.spec.folder_name()
+
+    def _system_identity(self, name: str) -> dict[str, Any]:
+        if name.startswith(AUDIO_DIR_SYSTEM_PREFIX):
+            return {"name": name, "family": "external", "revision": "", "license": "",
+                    "options": {"audio_dir": str(Path(self.opts.audio_dir).resolve())}}
+        cls = registry.get_class("system", name)
+        return cls(**self.opts.system_options.get(name, {})).identity()
+
+    # ------------------------------------------------------------------ spec
+    def _write_or_check_spec(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        spec_path = self.folder / "spec.json"
+        if spec_path.exists():
+            old = read_json(spec_path)
+            if old.get("digest") != self.spec.digest():
+                raise SpecMismatch(f"{self.folder} holds a different run spec; use another --out folder")
+        else:
+            write_json_atomic(spec_path, {"digest": self.spec.digest(), "spec": self.spec.to_dict()})
+
+    # ------------------------------------------------------------------ generation
+    def _generation_records(self) -> dict[tuple[str, str], dict[str, Any]]:
+        recs = read_jsonl(self.folder / "generations.jsonl")
+        latest: dict[tuple[str, str], dict[str, Any]] = {}
+        for r in recs:
+            latest[(r["system"], r["item_id"])] = r  # a retried item's later record supersedes
+        return latest
+
+    def generate(self) -> None:
+        done = self._generation_records()
+        with JsonlAppender(self.folder / "generations.jsonl") as out:
+            for system in self.system_names:
+                todo = [it for it in self.items if (system, it.id) not in done
+                        or (self.opts.retry_failed and done[(system, it.id)]["status"] != "ok")]
+                if not todo:
+                    continue
+                if system.startswith(AUDIO_DIR_SYSTEM_PREFIX):
+                    self._collect_audio_dir(system, todo, out)
+                else:
+                    self._synthesize_all(system, todo, out)
+
+    def _audio_path(self, system: str, item: TTSItem) -> Path:
+        return self.folder / "audio" / safe_filename(system) / f"{safe_filename(item.id)}.wav"
+
+    def _collect_audio_dir(self, system: str, todo: list[TTSItem], out: JsonlAppender) -> None:
+        """`bench score`: pair files with items by id (<id>.wav/.flac), never by order."""
+        root = self.opts.audio_dir
+        assert root is not None
+        for item in todo:
+            found = [root / f"{item.id}{ext}" for ext in (".wav", ".flac", ".ogg", ".mp3")]
+            found += [root / f"{safe_filename(item.id)}{ext}" for ext in (".wav", ".flac")]
+            path = next((p for p in found if p.is_file()), None)
+            rec = {"system": system, "item_id": item.id, "audio": str(path) if path else None,
+                   "status": "ok" if path else "failed", "reason": None if path else "missing",
+                   "detail": "" if path else f"no file named {item.id}.wav (or .flac/.ogg/.mp3) in {root}",
+                   "synth_s": None, "duration_s": None, "rtf": None, "first_packet_s": None,
+                   "peak_rss_mb": None}
+            if path:
+                try:
+                    from bench.audio import read_audio
+
+                    audio = validate(read_audio(path))
+                    rec["duration_s"] = audio.duration
+                except BadAudio as exc:
+                    rec.update(status="failed", reason=exc.reason, detail=exc.detail)
+            out.append(rec)
+
+    def _synthesize_all(self, system: str, todo: list[TTSItem], out: JsonlAppender) -> None:
+        options = self.opts.system_options.get(system, {})
+        bar = _progress(len(todo), f"generate {system}", self.opts.progress)
+        worker = SystemWorker(system, options, timeout_s=self.opts.timeout_s)
+        try:
+            try:
+                worker.start()
+            except RuntimeError as exc:
+                # A system that cannot load fails every item, each with the reason: nothing is skipped.
+                out.extend(self._failed(system, it, "load_failed", str(exc)) for it in todo)
+                print(f"error: {exc}", file=sys.stderr)
+                return
+            if self.opts.warmup:
+                # Warm-up: first calls pay for lazy initialisation; RTF is measured after it.
+                warm = worker.synthesize(todo[0].text, todo[0].prompt, todo[0])
+                if warm.error in ("timeout", "crashed"):
+                    worker.start()
+            for item in todo:
+                out.append(self._synthesize_one(system, worker, item))
+                bar.update(1)
+        finally:
+            worker.stop()
+            bar.close()
+
+    def _failed(self, system: str, item: TTSItem, reason: str, detail: str) -> dict[str, Any]:
+        return {"system": system, "item_id": item.id, "audio": None, "status": "failed", "reason": reason,
+                "detail": detail[:2000], "synth_s": None, "duration_s": None, "rtf": None,
+                "first_packet_s": None, "peak_rss_mb": None}
+
+    def _synthesize_one(self, system: str, worker: SystemWorker, item: TTSItem) -> dict[str, Any]:
+        res = worker.synthesize(item.text, item.prompt, item)
+        if res.error:
+            rec = self._failed(system, item, res.error, res.detail)
+            rec["peak_rss_mb"] = res.peak_rss_mb
+            return rec
+        path = self._audio_path(system, item)
+        rec = {"system": system, "item_id": item.id, "audio": str(path.relative_to(self.folder)),
+               "status": "ok", "reason": None, "detail": "", "synth_s": res.synth_s,
+               "first_packet_s": res.first_packet_s, "peak_rss_mb": res.peak_rss_mb,
+               "duration_s": None, "rtf": None}
+        try:
+            if res.sample_rate is None:
+                raise BadAudio("empty", "the system returned no audio chunks")
+            audio = Audio(res.samples, int(res.sample_rate))
+            if audio.samples.size:
+                write_audio_atomic(path, audio)  # kept even when invalid, for inspection
+            else:
+                rec["audio"] = None
+            validate(audio)
+            rec["duration_s"] = audio.duration
+            rec["rtf"] = res.synth_s / audio.duration
+        except BadAudio as exc:
+            rec.update(status="failed", reason=exc.reason, detail=exc.detail)
+        return rec
+
+    # ------------------------------------------------------------------ scoring
+    def score(self) -> None:
+        gens = self._generation_records()
+        existing = {(r["system"], r["item_id"], r["metric"]) for r in read_jsonl(self.folder / "scores.jsonl")}
+        cache = ScoreCache(enabled=self.opts.use_cache)
+        memo = AudioMemo()
+        with JsonlAppender(self.folder / "scores.jsonl") as out:
+            for metric in self.metrics:
+                jobs = []
+                for system in self.system_names:
+                    for item in self.items:
+                        if (system, item.id, metric.name) in existing:
+                            continue
+                        g = gens.get((system, item.id))
+                        if g is None:
+                            continue  # generation did not finish (interrupted): scored on resume
+                        audio = None
+                        if g["status"] == "ok":
+                            audio = Path(g["audio"])
+                            audio = audio if audio.is_absolute() else self.folder / audio
+                        jobs.append(ScoreJob(system, item, audio, None if g["status"] == "ok" else g["reason"]))
+                if not jobs:
+                    continue
+                bar = _progress(len(jobs), f"score {metric.name}", self.opts.progress)
+                try:
+                    score_metric(metric, jobs, out, cache=cache, memo=memo, batch_size=self.opts.batch_size,
+                                 progress=bar.update)
+                finally:
+                    bar.close()
+
+    # ------------------------------------------------------------------ all
+    def execute(self) -> dict[str, Any]:
+        from bench.summary import summarize
+
+        self._write_or_check_spec()
+        started = time.time()
+        self.generate()
+        self.score()
+        summary = summarize(self, wall_s=time.time() - started)
+        write_json_atomic(self.folder / "summary.json", summary)
+        return summary

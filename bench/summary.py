@@ -1,0 +1,145 @@
+"""Summaries: per-system aggregates over the stored records of a run, and the console table.
+
+An analysis only reads records; it never re-runs a system. Per metric value: the mean over items
+with a bootstrap 95 % CI. Failures are always counted in their own column; a metric with a
+`failure_value` (WER: 1.0) also counts them in its mean, as the protocol says. Performance: RTF
+p50/p95 after warm-up, first-packet latency for streaming systems, peak RSS of the system process.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, defaultdict
+from typing import Any, Iterable
+
+from bench import __version__
+from bench.contracts import Metric, MetricOutput
+from bench.hardware import fingerprint, peak_rss_mb
+from bench.jsonio import read_jsonl
+from bench.spec import SCHEMA_VERSION
+from bench.stats import describe, percentile
+
+
+def _metric_block(metric: Metric, recs: list[dict[str, Any]], seed: int) -> dict[str, Any]:
+    failures = [r for r in recs if r["failure"]]
+    ok = [r for r in recs if not r["failure"]]
+    value_names = sorted({k for r in ok for k in r["values"]}) or ([metric.primary] if metric.primary else [])
+    block: dict[str, Any] = {
+        "primary": metric.primary, "higher_is_better": metric.higher_is_better,
+        "n_items": len(recs), "n_failed": len(failures),
+        "failure_reasons": dict(Counter(r["failure"] for r in failures).most_common()),
+        "failures_in_mean": metric.failure_value is not None,
+        "values": {},
+    }
+    for name in value_names:
+        vals = [r["values"][name] for r in ok if name in r["values"]]
+        if metric.failure_value is not None:
+            vals += [metric.failure_value] * len(failures)
+        block["values"][name] = describe(vals, seed=seed)
+    outputs = [MetricOutput(values=r["values"], extra=r.get("extra", {}), failure=r["failure"]) for r in recs]
+    block["corpus"] = metric.corpus_aggregates(outputs)
+    return block
+
+
+def _performance(gens: list[dict[str, Any]]) -> dict[str, Any]:
+    ok = [g for g in gens if g["status"] == "ok"]
+    rtf = [g["rtf"] for g in ok if g.get("rtf") is not None]
+    fp = [g["first_packet_s"] for g in ok if g.get("first_packet_s") is not None]
+    rss = [g["peak_rss_mb"] for g in gens if g.get("peak_rss_mb") is not None]
+    return {
+        "n_items": len(gens), "n_generated": len(ok), "n_failed": len(gens) - len(ok),
+        "failure_reasons": dict(Counter(g["reason"] for g in gens if g["status"] != "ok").most_common()),
+        "rtf_p50": percentile(rtf, 50), "rtf_p95": percentile(rtf, 95),
+        "first_packet_s_p50": percentile(fp, 50), "first_packet_s_p95": percentile(fp, 95),
+        "peak_rss_mb": max(rss) if rss else None,
+        "audio_s_total": sum(g["duration_s"] or 0.0 for g in ok),
+    }
+
+
+def summarize(run: Any, wall_s: float | None = None) -> dict[str, Any]:
+    folder = run.folder
+    gens_all = read_jsonl(folder / "generations.jsonl")
+    latest_gen = {(g["system"], g["item_id"]): g for g in gens_all}
+    scores = read_jsonl(folder / "scores.jsonl")
+    latest_score = {(s["system"], s["item_id"], s["metric"]): s for s in scores}
+    item_ids = {it.id for it in run.items}
+    tags = {it.id: it.tags for it in run.items}
+    groups = run.task.report_groups
+    systems: dict[str, Any] = {}
+    for system in run.system_names:
+        gens = [g for (s, i), g in latest_gen.items() if s == system and i in item_ids]
+        entry: dict[str, Any] = {"performance": _performance(gens), "metrics": {}, "groups": {}}
+        for metric in run.metrics:
+            recs = [r for (s, i, m), r in latest_score.items() if s == system and m == metric.name and i in item_ids]
+            entry["metrics"][metric.name] = _metric_block(metric, recs, run.opts.seed)
+            for group in groups:
+                by_value: dict[str, list[dict[str, Any]]] = defaultdict(list)
+                for r in recs:
+                    by_value[tags[r["item_id"]].get(group, "")].append(r)
+                for value, sub in sorted(by_value.items()):
+                    entry["groups"].setdefault(f"{group}={value}", {})[metric.name] = \
+                        _metric_block(metric, sub, run.opts.seed)
+        entry["complete"] = len(gens) == len(run.items) and all(
+            entry["metrics"][m.name]["n_items"] == len(run.items) for m in run.metrics)
+        systems[system] = entry
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "harness_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "spec_digest": run.spec.digest(),
+        "spec": run.spec.to_dict(),
+        "evaluators": {m.name: m.evaluator_revision() for m in run.metrics},
+        "unavailable_metrics": run.unavailable_metrics,
+        "settings": {"timeout_s": run.opts.timeout_s, "batch_size": run.opts.batch_size,
+                     "warmup": run.opts.warmup, "cache": run.opts.use_cache},
+        "environment": fingerprint(),
+        "scoring_peak_rss_mb": peak_rss_mb(),
+        "wall_s": wall_s,
+        "systems": systems,
+    }
+
+
+# ---------------------------------------------------------------------------- console table
+def _fmt(v: Any, spec: str = ".3f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def console_table(summary: dict[str, Any]) -> str:
+    metric_names = [m["name"] for m in summary["spec"]["metrics"]]
+    header = ["system"]
+    rows: list[list[str]] = []
+    columns: list[tuple[str, str]] = []
+    first = next(iter(summary["systems"].values()), None)
+    for m in metric_names:
+        block = first["metrics"][m] if first else None
+        value_names = list(block["values"]) if block else []
+        primary = block["primary"] if block else m
+        for v in ([primary] if primary in value_names else value_names[:1]):
+            columns.append((m, v))
+            arrow = "^" if block and block["higher_is_better"] else "v"
+            header.append(f"{m}.{v}{arrow}" if v != m else f"{m}{arrow}")
+    header += ["fails", "RTF p50", "RTF p95", "peak MB"]
+    for name, entry in summary["systems"].items():
+        row = [name]
+        fails = entry["performance"]["n_failed"]
+        for m, v in columns:
+            d = entry["metrics"][m]["values"].get(v, {})
+            pct = m == "wer"
+            mean = d.get("mean")
+            if mean is None:
+                row.append("-")
+            elif pct:
+                row.append(f"{100 * mean:.2f}%")
+            else:
+                row.append(f"{mean:.3f}")
+        perf = entry["performance"]
+        row += [f"{fails}/{perf['n_items']}", _fmt(perf["rtf_p50"]), _fmt(perf["rtf_p95"]),
+                _fmt(perf["peak_rss_mb"], ".0f")]
+        rows.append(row)
+    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    for m, why in summary.get("unavailable_metrics", {}).items():
+        lines.append(f"unavailable: {m}: {why}")
+    return "\n".join(lines)

@@ -1,0 +1,155 @@
+"""Runs a system in a child process, so that a system that hangs or crashes costs one item.
+
+The child loads the system once, then answers one request per item. The parent waits with a
+timeout; on timeout it kills the child and starts a fresh one (loading again) for the next item.
+A crash (segfault, os._exit, MemoryError) is seen as a closed pipe and handled the same way.
+Peak memory is read inside the child, so it measures the system, not the evaluators.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+# Default per-item limit; a system that needs longer is given --timeout by the user.
+DEFAULT_TIMEOUT_S = 300.0
+LOAD_TIMEOUT_S = 600.0
+
+
+@dataclass
+class SynthesisResult:
+    samples: np.ndarray | None
+    sample_rate: int | None
+    synth_s: float | None  # wall time of the whole synthesis
+    first_packet_s: float | None  # wall time to the first chunk, for streaming systems
+    peak_rss_mb: float | None
+    error: str | None = None  # failure reason tag: exception, timeout, crashed, bad_output
+    detail: str = ""
+
+
+def _child(conn: Any, kind: str, name: str, options: dict[str, Any]) -> None:
+    from bench import registry
+    from bench.hardware import peak_rss_mb
+
+    try:
+        system = registry.create(kind, name, **options)
+        system.load()
+        conn.send(("loaded", None))
+    except BaseException as exc:  # report the load failure, with its traceback, then stop
+        conn.send(("load_failed", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"))
+        return
+    while True:
+        try:
+            request = conn.recv()
+        except EOFError:
+            return
+        if request is None:
+            return
+        text, prompt, item = request
+        try:
+            start = time.perf_counter()
+            first = None
+            chunks, rate = [], None
+            for chunk in system.synthesize_stream(text, prompt, item):
+                if first is None:
+                    first = time.perf_counter() - start
+                if rate is not None and chunk.sample_rate != rate:
+                    raise ValueError(f"chunks changed sample rate {rate} -> {chunk.sample_rate}")
+                rate = chunk.sample_rate
+                chunks.append(np.asarray(chunk.samples, dtype=np.float32))
+            elapsed = time.perf_counter() - start
+            samples = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
+            conn.send(("ok", SynthesisResult(samples, rate, elapsed, first if system.streaming else None,
+                                             peak_rss_mb())))
+        except Exception as exc:
+            conn.send(("ok", SynthesisResult(None, None, None, None, peak_rss_mb(), "exception",
+                                             f"{type(exc).__name__}: {exc}")))
+
+
+class SystemWorker:
+    """One system in one child process. Use as a context manager."""
+
+    def __init__(self, name: str, options: dict[str, Any] | None = None, *, kind: str = "system",
+                 timeout_s: float = DEFAULT_TIMEOUT_S):
+        self.name, self.kind = name, kind
+        self.options = dict(options or {})
+        self.timeout_s = timeout_s
+        self._ctx = mp.get_context("spawn")  # no forked torch/onnx thread pools
+        self._proc: Any = None
+        self._conn: Any = None
+        self.load_s: float | None = None
+
+    def start(self) -> None:
+        parent, child = self._ctx.Pipe()
+        self._proc = self._ctx.Process(target=_child, args=(child, self.kind, self.name, self.options),
+                                       daemon=True, name=f"bench-{self.name}")
+        start = time.perf_counter()
+        self._proc.start()
+        child.close()
+        self._conn = parent
+        if not self._conn.poll(LOAD_TIMEOUT_S):
+            self.stop()
+            raise RuntimeError(f"system '{self.name}' did not load within {LOAD_TIMEOUT_S:.0f} s")
+        try:
+            status, detail = self._conn.recv()
+        except EOFError:
+            code = self._proc.exitcode
+            self.stop()
+            raise RuntimeError(f"system '{self.name}' crashed while loading (exit code {code})") from None
+        if status != "loaded":
+            self.stop()
+            raise RuntimeError(f"system '{self.name}' failed to load: {detail}")
+        self.load_s = time.perf_counter() - start
+
+    def stop(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.send(None)
+            except (OSError, BrokenPipeError):
+                pass
+            self._conn.close()
+            self._conn = None
+        if self._proc is not None:
+            self._proc.join(timeout=2)
+            if self._proc.is_alive():
+                self._proc.kill()
+                self._proc.join()
+            self._proc = None
+
+    def synthesize(self, text: str, prompt: Any, item: Any) -> SynthesisResult:
+        if self._proc is None:
+            self.start()
+        try:
+            self._conn.send((text, prompt, item))
+            if not self._conn.poll(self.timeout_s):
+                self._kill()
+                return SynthesisResult(None, None, None, None, None, "timeout",
+                                       f"no result within {self.timeout_s:g} s; the process was killed")
+            status, result = self._conn.recv()
+            return result
+        except (EOFError, BrokenPipeError, ConnectionResetError):
+            code = self._proc.exitcode if self._proc is not None else None
+            self._kill()
+            return SynthesisResult(None, None, None, None, None, "crashed",
+                                   f"the system process died (exit code {code})")
+
+    def _kill(self) -> None:
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.join()
+            self._proc = None
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> "SystemWorker":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
