@@ -47,7 +47,11 @@ def get_class(kind: str, name: str) -> type:
         close = difflib.get_close_matches(name, eps, n=3)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
         raise UnknownName(f"unknown {kind} '{name}'.{hint} `bench {kind}s list` shows them all.")
-    cls = eps[name].load()
+    try:
+        cls = eps[name].load()
+    except Exception as exc:
+        raise BenchError(f"the {kind} '{name}' ({eps[name].value}) failed to import: "
+                         f"{type(exc).__name__}: {exc}. Reinstall the package that provides it.") from exc
     if not getattr(cls, "name", None):
         cls.name = name
     return cls

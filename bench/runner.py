@@ -109,9 +109,9 @@ class Run:
     def __init__(self, systems: list[str], task_name: str, opts: RunOptions):
         self.opts = opts
         self.system_names = systems
+        self.system_identities = [self._system_identity(s) for s in systems]  # unknown names fail first
         self.task, self.items = load_task(task_name, opts.task_options, opts.limit)
         self.metrics, self.unavailable_metrics = build_metrics(self.task, opts)
-        self.system_identities = [self._system_identity(s) for s in systems]
         self.spec = RunSpec(
             task=self.task.identity(), systems=tuple(self.system_identities),
             metrics=tuple(m.identity() for m in self.metrics),
@@ -186,6 +186,12 @@ class Run:
 
     def _synthesize_all(self, system: str, todo: list[TTSItem], out: JsonlAppender) -> None:
         options = self.opts.system_options.get(system, {})
+        avail = registry.create("system", system, **options).availability()
+        if not avail.ok:
+            # Reported and counted, not crashed on: every item fails with the reason and the fix.
+            print(f"warning: system '{system}' is unavailable: {avail.message()}", file=sys.stderr)
+            out.extend(self._failed(system, it, "unavailable", avail.message()) for it in todo)
+            return
         bar = _progress(len(todo), f"generate {system}", self.opts.progress)
         worker = SystemWorker(system, options, timeout_s=self.opts.timeout_s)
         try:

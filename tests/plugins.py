@@ -1,0 +1,114 @@
+"""Plug-ins used by the runner tests, referenced as 'tests.plugins:Name'.
+
+They exercise the harness's mechanics (timeouts, crashes, bad outputs, resume) with real,
+deterministic computations: a tone generator, not a speech model; a duration metric, not a score
+pretending to be a speech-quality measure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from bench.audio import Audio
+from bench.contracts import Metric, MetricInput, MetricOutput, Prompt, Protocol, Task, TTSItem, TTSSystem
+
+
+class ToneSystem(TTSSystem):
+    """A 220 Hz tone, 0.1 s per character of text. Text markers trigger failure modes."""
+
+    family = "classic"
+    revision = "tone-1"
+    license = "Apache-2.0"
+    streaming = True
+
+    def load(self) -> None:
+        self.rate = int(self.options.get("rate", 16000))
+        self.delay = float(self.options.get("delay", 0.0))
+        self.calls_log = self.options.get("calls_log")
+
+    def synthesize_stream(self, text, prompt, item):
+        if self.calls_log:
+            with open(self.calls_log, "a") as f:
+                f.write(item.id + "\n")
+        time.sleep(self.delay)
+        if "HANG" in text:
+            time.sleep(3600)
+        if "CRASH" in text:
+            os._exit(3)
+        if "RAISE" in text:
+            raise RuntimeError("the system refused this text")
+        n = int(0.1 * len(text) * self.rate)
+        t = np.arange(n) / self.rate
+        x = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+        if "NAN" in text:
+            x[n // 2] = np.nan
+        if "SILENT" in text:
+            x[:] = 0
+        if "EMPTY" in text:
+            x = x[:0]
+        if "CLIP" in text:
+            x = np.clip(x * 100, -1, 1)
+        if "SHORT" in text:
+            x = x[: int(0.05 * self.rate)]
+        if "LOUD" in text:
+            x = x * 5
+        half = len(x) // 2
+        yield Audio(x[:half], self.rate)
+        yield Audio(x[half:], self.rate)
+
+
+class DurationMetric(Metric):
+    """Duration of the hypothesis audio in seconds (a real, exactly checkable measurement)."""
+
+    name = "duration"
+    needs = frozenset({"hypothesis"})
+    primary = "seconds"
+    higher_is_better = True
+
+    def evaluator_revision(self) -> str:
+        return "duration-1"
+
+    def score_batch(self, inputs: Sequence[MetricInput]) -> list[MetricOutput]:
+        log = os.environ.get("BENCH_TEST_METRIC_LOG")
+        if log:
+            with open(log, "a") as f:
+                f.write(f"{len(inputs)}\n")
+        return [MetricOutput(values={"seconds": inp.hypothesis.duration}) for inp in inputs]
+
+
+class PromptLengthRatio(Metric):
+    """Hypothesis duration / prompt duration: exercises the 'prompt' input path."""
+
+    name = "prompt-ratio"
+    needs = frozenset({"hypothesis", "prompt"})
+    primary = "ratio"
+
+    def evaluator_revision(self) -> str:
+        return "prompt-ratio-1"
+
+    def score_batch(self, inputs):
+        return [MetricOutput(values={"ratio": i.hypothesis.duration / i.prompt.duration}) for i in inputs]
+
+
+class ManifestTask(Task):
+    """Items from a JSON manifest: [{"id", "text", "prompt": path|null, "reference": path|null}]."""
+
+    name = "manifest"
+    protocol = Protocol(metrics=("tests.plugins:DurationMetric",), normalizer="seedtts")
+    report_groups = ("group",)
+
+    def items(self):
+        rows = json.loads(Path(self.options["manifest"]).read_text())
+        out = []
+        for r in rows:
+            prompt = Prompt(Path(r["prompt"]), "prompt text") if r.get("prompt") else None
+            ref = Path(r["reference"]) if r.get("reference") else None
+            out.append(TTSItem(id=r["id"], text=r["text"], prompt=prompt, reference_path=ref,
+                               tags={"group": r.get("group", "a")}))
+        return out

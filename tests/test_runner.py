@@ -1,0 +1,233 @@
+"""The runner end to end with test plug-ins: records, summaries, failures, timeouts, resume, cache."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from bench.cli import main
+from bench.jsonio import read_jsonl
+
+TONE = "tests.plugins:ToneSystem"
+TASK = "tests.plugins:ManifestTask"
+DUR = "tests.plugins:DurationMetric"
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(REPO)  # so 'tests.plugins' imports in worker processes too
+
+
+def write_manifest(tmp_path: Path, texts: dict[str, str], **extra) -> Path:
+    rows = [{"id": k, "text": v, **extra.get(k, {})} for k, v in texts.items()]
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps(rows))
+    return path
+
+
+def run_cli(*args: str) -> int:
+    return main(["run", "--no-progress", *args])
+
+
+def only_run_folder(out: Path) -> Path:
+    folders = [p for p in out.iterdir() if p.is_dir()]
+    assert len(folders) == 1, folders
+    return folders[0]
+
+
+def test_run_writes_records_and_summary(tmp_path, capsys):
+    manifest = write_manifest(tmp_path, {"a": "hello", "b": "hello world", "c": "abc"})
+    assert run_cli("--systems", TONE, "--task", TASK, "--task-opt", f"manifest={manifest}",
+                   "--out", str(tmp_path / "out")) == 0
+    folder = only_run_folder(tmp_path / "out")
+    gens = read_jsonl(folder / "generations.jsonl")
+    assert sorted(g["item_id"] for g in gens) == ["a", "b", "c"]
+    assert all(g["status"] == "ok" and g["rtf"] > 0 and g["first_packet_s"] is not None for g in gens)
+    scores = read_jsonl(folder / "scores.jsonl")
+    secs = {s["item_id"]: s["values"]["seconds"] for s in scores}
+    assert secs == pytest.approx({"a": 0.5, "b": 1.1, "c": 0.3}, abs=1e-4)
+    summary = json.loads((folder / "summary.json").read_text())
+    block = summary["systems"][TONE]["metrics"]["duration"]
+    assert block["values"]["seconds"]["mean"] == pytest.approx(0.6333, abs=1e-3)
+    assert block["values"]["seconds"]["ci_low"] <= 0.6333 <= block["values"]["seconds"]["ci_high"]
+    assert summary["schema_version"] == 1 and summary["spec_digest"] in folder.name + summary["spec_digest"]
+    assert folder.name.endswith(summary["spec_digest"][:12])
+    assert summary["evaluators"] == {"duration": "duration-1"}
+    assert summary["environment"]["cpu_count"] >= 1
+    assert summary["systems"][TONE]["complete"] is True
+    out = capsys.readouterr().out
+    assert "duration.seconds" in out and TONE in out
+
+
+def test_bad_outputs_become_counted_failures(tmp_path):
+    texts = {"ok": "fine text", "nan": "NAN here", "silent": "SILENT here", "empty": "EMPTY",
+             "clip": "CLIP clip clip", "loud": "LOUD loud", "raise": "RAISE now", "short": "SHORT"}
+    manifest = write_manifest(tmp_path, texts)
+    assert run_cli("--systems", TONE, "--task", TASK, "--task-opt", f"manifest={manifest}",
+                   "--out", str(tmp_path / "out")) == 0
+    folder = only_run_folder(tmp_path / "out")
+    reasons = {g["item_id"]: g["reason"] for g in read_jsonl(folder / "generations.jsonl")}
+    assert reasons == {"ok": None, "nan": "nan", "silent": "silent", "empty": "empty", "clip": "clipped",
+                       "loud": "out_of_range", "raise": "exception", "short": "too_short"}
+    summary = json.loads((folder / "summary.json").read_text())
+    perf = summary["systems"][TONE]["performance"]
+    assert perf["n_failed"] == 7 and perf["n_generated"] == 1
+    block = summary["systems"][TONE]["metrics"]["duration"]
+    assert block["n_failed"] == 7 and block["values"]["seconds"]["n"] == 1
+    assert block["failure_reasons"]["nan"] == 1
+    # The invalid audio is kept on disk for inspection (NaN survives as float WAV).
+    data, _ = sf.read(folder / "audio" / "tests.plugins_ToneSystem" / "nan.wav")
+    assert np.isnan(data).any()
+
+
+def test_hanging_and_crashing_systems_cost_one_item_each(tmp_path):
+    manifest = write_manifest(tmp_path, {"1": "before", "2": "HANG", "3": "CRASH", "4": "after"})
+    assert run_cli("--systems", TONE, "--task", TASK, "--task-opt", f"manifest={manifest}",
+                   "--timeout", "3", "--no-warmup", "--out", str(tmp_path / "out")) == 0
+    folder = only_run_folder(tmp_path / "out")
+    reasons = {g["item_id"]: g["reason"] for g in read_jsonl(folder / "generations.jsonl")}
+    assert reasons == {"1": None, "2": "timeout", "3": "crashed", "4": None}
+
+
+def test_score_audio_dir_pairs_by_id_and_counts_missing(tmp_path):
+    manifest = write_manifest(tmp_path, {"u1": "one", "u2": "two", "u3": "three"})
+    audio = tmp_path / "gen"
+    audio.mkdir()
+    rate = 16000
+    for item_id, seconds in (("u3", 0.5), ("u1", 0.25)):  # written out of order; u2 missing
+        sf.write(audio / f"{item_id}.wav", 0.1 * np.sin(np.arange(int(seconds * rate)) / 3.0), rate)
+    assert main(["score", "--no-progress", "--task", TASK, "--task-opt", f"manifest={manifest}",
+                 "--audio-dir", str(audio), "--out", str(tmp_path / "out")]) == 0
+    folder = only_run_folder(tmp_path / "out")
+    scores = {s["item_id"]: s for s in read_jsonl(folder / "scores.jsonl")}
+    assert scores["u1"]["values"]["seconds"] == pytest.approx(0.25)
+    assert scores["u3"]["values"]["seconds"] == pytest.approx(0.5)
+    assert scores["u2"]["failure"] == "missing"
+
+
+def test_bad_input_files_in_audio_dir(tmp_path):
+    texts = {k: k for k in ("corrupt", "empty", "stereo", "rate8k", "silent", "nan")}
+    manifest = write_manifest(tmp_path, texts)
+    d = tmp_path / "gen"
+    d.mkdir()
+    (d / "corrupt.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunkjunkjunk")
+    (d / "empty.wav").write_bytes(b"")
+    t = np.arange(16000) / 16000
+    tone = (0.2 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)
+    sf.write(d / "stereo.wav", np.stack([tone, tone], axis=1), 16000)
+    sf.write(d / "rate8k.wav", tone[::2], 8000)
+    sf.write(d / "silent.wav", np.zeros(16000, dtype=np.float32), 16000)
+    nan = tone.copy()
+    nan[100] = np.nan
+    sf.write(d / "nan.wav", nan, 16000, subtype="FLOAT")
+    assert main(["score", "--no-progress", "--task", TASK, "--task-opt", f"manifest={manifest}",
+                 "--audio-dir", str(d), "--out", str(tmp_path / "out")]) == 0
+    folder = only_run_folder(tmp_path / "out")
+    scores = {s["item_id"]: s for s in read_jsonl(folder / "scores.jsonl")}
+    assert scores["corrupt"]["failure"] == "corrupt"
+    assert scores["empty"]["failure"] == "empty"
+    assert scores["silent"]["failure"] == "silent"
+    assert scores["nan"]["failure"] == "nan"
+    assert scores["stereo"]["values"]["seconds"] == pytest.approx(1.0)  # averaged to mono
+    assert scores["rate8k"]["values"]["seconds"] == pytest.approx(1.0)  # resampled, same duration
+
+
+def test_prompt_metric_and_missing_prompt(tmp_path):
+    rate = 16000
+    prompt = tmp_path / "prompt.wav"
+    sf.write(prompt, 0.1 * np.sin(np.arange(rate) / 5.0), rate)
+    bad_prompt = tmp_path / "bad_prompt.wav"
+    bad_prompt.write_bytes(b"not audio at all")
+    manifest = write_manifest(tmp_path, {"p": "abcde", "q": "abcde", "r": "abcde"},
+                              p={"prompt": str(prompt)}, r={"prompt": str(bad_prompt)})
+    assert run_cli("--systems", TONE, "--task", TASK, "--task-opt", f"manifest={manifest}",
+                   "--metrics", "tests.plugins:PromptLengthRatio", "--out", str(tmp_path / "out")) == 0
+    scores = {s["item_id"]: s for s in read_jsonl(only_run_folder(tmp_path / "out") / "scores.jsonl")}
+    assert scores["p"]["values"]["ratio"] == pytest.approx(0.5)
+    assert scores["q"]["failure"] == "no_prompt"
+    assert scores["r"]["failure"] == "bad_prompt_corrupt"
+
+
+def test_cached_rerun_hits_cache_and_batches(tmp_path, monkeypatch):
+    log = tmp_path / "metric.log"
+    monkeypatch.setenv("BENCH_TEST_METRIC_LOG", str(log))
+    manifest = write_manifest(tmp_path, {str(i): "t" * (i + 3) for i in range(5)})
+    args = ["--systems", TONE, "--task", TASK, "--task-opt", f"manifest={manifest}", "--batch-size", "2"]
+    assert run_cli(*args, "--out", str(tmp_path / "out1")) == 0
+    assert log.read_text().split() == ["2", "2", "1"]  # batches of at most 2
+    assert run_cli(*args, "--out", str(tmp_path / "out2")) == 0
+    assert log.read_text().split() == ["2", "2", "1"]  # nothing recomputed
+    scores = read_jsonl(only_run_folder(tmp_path / "out2") / "scores.jsonl")
+    assert all(s["cached"] for s in scores) and len(scores) == 5
+
+
+def test_same_command_again_is_a_no_op(tmp_path):
+    manifest = write_manifest(tmp_path, {"a": "abc", "b": "abcd"})
+    args = ["--systems", TONE, "--task", TASK, "--task-opt", f"manifest={manifest}", "--out", str(tmp_path / "o")]
+    assert run_cli(*args) == 0
+    assert run_cli(*args) == 0
+    folder = only_run_folder(tmp_path / "o")
+    assert len(read_jsonl(folder / "generations.jsonl")) == 2
+    assert len(read_jsonl(folder / "scores.jsonl")) == 2
+
+
+def test_kill_and_resume_loses_and_repeats_nothing(tmp_path):
+    n = 12
+    manifest = write_manifest(tmp_path, {f"i{k:02d}": "abcdef" for k in range(n)})
+    calls = tmp_path / "calls.log"
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "bench.cli", "run", "--no-progress", "--no-warmup", "--systems", TONE,
+           "--task", TASK, "--task-opt", f"manifest={manifest}", "--out", str(out),
+           "--system-opt", f"{TONE}.delay=0.25", "--system-opt", f"{TONE}.calls_log={calls}"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    gen_file = None
+    while time.time() < deadline:
+        folders = [p for p in out.iterdir() if p.is_dir()] if out.exists() else []
+        if folders and (folders[0] / "generations.jsonl").exists():
+            gen_file = folders[0] / "generations.jsonl"
+            if 3 <= gen_file.read_text().count("\n") < n:
+                break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the whole process group: runner and system worker
+    proc.wait()
+    assert gen_file is not None
+    finished_before = {r["item_id"] for r in read_jsonl(gen_file)}
+    assert 3 <= len(finished_before) < n
+    subprocess.run(cmd, cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    gens = read_jsonl(gen_file)
+    assert sorted(r["item_id"] for r in gens) == sorted(f"i{k:02d}" for k in range(n))  # no duplicates
+    synthesized = calls.read_text().split()
+    # Each finished item was synthesized once; at most the one in flight at the kill is repeated.
+    assert len(synthesized) <= n + 1
+    assert all(synthesized.count(i) == 1 for i in finished_before)
+    scores = read_jsonl(gen_file.parent / "scores.jsonl")
+    assert sorted(s["item_id"] for s in scores) == sorted(f"i{k:02d}" for k in range(n))
+    assert json.loads((gen_file.parent / "summary.json").read_text())["systems"][TONE]["complete"]
+
+
+def test_unknown_names_give_clear_errors(tmp_path, capsys):
+    assert run_cli("--systems", "flyte", "--task", "librivox-mini", "--out", str(tmp_path)) == 1
+    err = capsys.readouterr().err
+    assert "unknown system 'flyte'" in err and "flite" in err
+
+
+def test_bench_help_is_fast_and_light():
+    code = ("import sys, time; t=time.perf_counter(); import bench.cli as c; "
+            "heavy=[m for m in ('torch','numpy','faster_whisper','onnxruntime','resemblyzer') if m in sys.modules];"
+            "print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
