@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# One-time set-up: Debian packages for the classic TTS engines, then a virtualenv with everything.
+# Idempotent: a second run only checks. Used by `make demo`, `make test` and .ci/run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DEBS="espeak-ng flite festival"
+missing=""
+for bin in espeak-ng flite text2wave; do command -v "$bin" >/dev/null 2>&1 || missing="yes"; done
+if [ -n "$missing" ]; then
+  if [ "$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else SUDO="none"; fi
+  if [ "$SUDO" = none ] || ! command -v apt-get >/dev/null 2>&1; then
+    echo "note: cannot install $DEBS (no apt-get or no root); classic TTS systems will report themselves unavailable" >&2
+  else
+    echo "installing Debian packages: $DEBS" >&2
+    $SUDO apt-get install -y --no-install-recommends $DEBS >/dev/null 2>&1 || {
+      $SUDO apt-get update -qq >/dev/null 2>&1 && $SUDO apt-get install -y --no-install-recommends $DEBS >/dev/null; }
+  fi
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.bench-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "installing Python packages into .venv (first time: a few minutes)" >&2
+  .venv/bin/python -m pip install -q --upgrade "pip>=23"
+  # torch is pinned to the CPU build where this machine's pip config provides it (see OFFLINE notes in README).
+  .venv/bin/python -m pip install -q -e ".[eval,data,plots,test]"
+  touch "$stamp"
+fi
