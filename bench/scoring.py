@@ -28,7 +28,8 @@ class ScoreCache:
     """Content-addressed store of MetricOutputs: <root>/<metric>/<key[:2]>/<key>.json."""
 
     def __init__(self, root: Path | None = None, enabled: bool = True):
-        self.root = Path(root) if root else bench_home() / "score-cache"
+        default = os.environ.get("BENCH_SCORE_CACHE") or bench_home() / "score-cache"
+        self.root = Path(root) if root else Path(default)
         self.enabled = enabled
 
     def _path(self, metric: str, key: str) -> Path:

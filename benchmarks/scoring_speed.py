@@ -1,0 +1,93 @@
+"""Scoring speed, measured side by side in one run (this machine is noisy: read the ratios).
+
+1. A cached re-run against the first run: the same `bench run` command in a fresh output folder,
+   first with an empty score cache, then with the cache the first run filled. Whole processes,
+   alternated cold/warm, median of the repeats.   Goal: re-run >= 20x faster.
+2. Batched scoring against a per-file loop that reloads nothing: every evaluator loaded once, then
+   the task's items scored one call per file vs in batches, alternated.   Goal: >= 2x faster.
+
+Usage: python benchmarks/scoring_speed.py [--task librivox-mini] [--systems ground-truth,flite] [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def timed(cmd: list[str], env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def cached_rerun(task: str, systems: str, repeats: int) -> None:
+    bench = str(Path(sys.executable).with_name("bench"))
+    cold, warm = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for k in range(repeats):
+            env = {**os.environ, "BENCH_SCORE_CACHE": f"{tmp}/cache{k}"}
+            base = [bench, "run", "--systems", systems, "--task", task, "--no-progress"]
+            cold.append(timed(base + ["--out", f"{tmp}/cold{k}"], env))
+            warm.append(timed(base + ["--out", f"{tmp}/warm{k}"], env))
+    c, w = statistics.median(cold), statistics.median(warm)
+    print(f"cached re-run: first run {c:.2f} s, re-run {w:.2f} s (medians of {repeats}), "
+          f"speed-up {c / w:.1f}x (goal >= 20x)")
+
+
+def batched_vs_loop(task_name: str, repeats: int, batch_size: int) -> None:
+    from bench.runner import RunOptions, build_metrics, load_task
+    from bench.scoring import AudioMemo, ScoreJob, _prepare
+
+    task, items = load_task(task_name, {}, None)
+    metrics, unavailable = build_metrics(task, RunOptions(out_root=Path(".")))
+    memo = AudioMemo()
+    # Hypotheses: the task's own reference recordings (the ground-truth system's output).
+    jobs = [ScoreJob("ground-truth", it, it.reference_path) for it in items if it.reference_path]
+    print(f"batched vs per-file: {len(jobs)} files, metrics {[m.name for m in metrics]}"
+          + (f" (unavailable: {sorted(unavailable)})" if unavailable else ""))
+    totals = {"loop": 0.0, "batched": 0.0}
+    for metric in metrics:
+        inputs = [p for p in (_prepare(metric, j, memo) for j in jobs) if not isinstance(p, str)]
+        metric.load()
+        metric.score_batch(inputs[:1])  # warm-up: first-call initialisation is not scoring
+        loop_t, batch_t = [], []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for inp in inputs:
+                metric.score_batch([inp])
+            loop_t.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            for i in range(0, len(inputs), batch_size):
+                metric.score_batch(inputs[i:i + batch_size])
+            batch_t.append(time.perf_counter() - start)
+        lt, bt = statistics.median(loop_t), statistics.median(batch_t)
+        totals["loop"] += lt
+        totals["batched"] += bt
+        print(f"  {metric.name:12s} per-file {lt:7.2f} s  batched {bt:7.2f} s  ratio {lt / bt:5.2f}x")
+    print(f"  {'all':12s} per-file {totals['loop']:7.2f} s  batched {totals['batched']:7.2f} s  "
+          f"ratio {totals['loop'] / totals['batched']:5.2f}x (goal >= 2x)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--task", default="librivox-mini")
+    ap.add_argument("--systems", default="ground-truth,flite")
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--only", choices=["rerun", "batch"], help="run one of the two measurements")
+    args = ap.parse_args()
+    if args.only != "batch":
+        cached_rerun(args.task, args.systems, args.repeats)
+    if args.only != "rerun":
+        batched_vs_loop(args.task, args.repeats, args.batch_size)
+
+
+if __name__ == "__main__":
+    main()
