@@ -229,7 +229,7 @@ class Run:
         rec = {"system": system, "item_id": item.id, "audio": str(path.relative_to(self.folder)),
                "status": "ok", "reason": None, "detail": "", "synth_s": res.synth_s,
                "first_packet_s": res.first_packet_s, "peak_rss_mb": res.peak_rss_mb,
-               "duration_s": None, "rtf": None}
+               "peak_gpu_mb": res.peak_gpu_mb, "duration_s": None, "rtf": None}
         try:
             if res.sample_rate is None:
                 raise BadAudio("empty", "the system returned no audio chunks")

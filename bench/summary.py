@@ -46,12 +46,14 @@ def _performance(gens: list[dict[str, Any]]) -> dict[str, Any]:
     rtf = [g["rtf"] for g in ok if g.get("rtf") is not None]
     fp = [g["first_packet_s"] for g in ok if g.get("first_packet_s") is not None]
     rss = [g["peak_rss_mb"] for g in gens if g.get("peak_rss_mb") is not None]
+    gpu = [g["peak_gpu_mb"] for g in gens if g.get("peak_gpu_mb") is not None]
     return {
         "n_items": len(gens), "n_generated": len(ok), "n_failed": len(gens) - len(ok),
         "failure_reasons": dict(Counter(g["reason"] for g in gens if g["status"] != "ok").most_common()),
         "rtf_p50": percentile(rtf, 50), "rtf_p95": percentile(rtf, 95),
         "first_packet_s_p50": percentile(fp, 50), "first_packet_s_p95": percentile(fp, 95),
         "peak_rss_mb": max(rss) if rss else None,
+        "peak_gpu_mb": max(gpu) if gpu else None,
         "audio_s_total": sum(g["duration_s"] or 0.0 for g in ok),
     }
 
@@ -104,42 +106,62 @@ def _fmt(v: Any, spec: str = ".3f") -> str:
     return "-" if v is None else format(v, spec)
 
 
-def console_table(summary: dict[str, Any]) -> str:
-    metric_names = [m["name"] for m in summary["spec"]["metrics"]]
-    header = ["system"]
-    rows: list[list[str]] = []
-    columns: list[tuple[str, str]] = []
+def _cell(metric: str, d: dict[str, Any]) -> str:
+    """'2.31% ±0.95' style: mean and half the 95 % CI width (WER in percent)."""
+    mean = d.get("mean")
+    if mean is None:
+        return "-"
+    scale, unit = (100.0, "%") if metric == "wer" else (1.0, "")
+    text = f"{scale * mean:.2f}{unit}" if unit else f"{mean:.3f}"
+    if d.get("ci_low") is not None:
+        text += f" ±{scale * (d['ci_high'] - d['ci_low']) / 2:.2f}" if unit else f" ±{(d['ci_high'] - d['ci_low']) / 2:.3f}"
+    return text
+
+
+def _columns(summary: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(metric, value name, header) for each metric's primary value."""
+    cols = []
     first = next(iter(summary["systems"].values()), None)
-    for m in metric_names:
-        block = first["metrics"][m] if first else None
-        value_names = list(block["values"]) if block else []
-        primary = block["primary"] if block else m
-        for v in ([primary] if primary in value_names else value_names[:1]):
-            columns.append((m, v))
-            arrow = "^" if block and block["higher_is_better"] else "v"
-            header.append(f"{m}.{v}{arrow}" if v != m else f"{m}{arrow}")
-    header += ["fails", "RTF p50", "RTF p95", "peak MB"]
-    for name, entry in summary["systems"].items():
-        row = [name]
-        fails = entry["performance"]["n_failed"]
-        for m, v in columns:
-            d = entry["metrics"][m]["values"].get(v, {})
-            pct = m == "wer"
-            mean = d.get("mean")
-            if mean is None:
-                row.append("-")
-            elif pct:
-                row.append(f"{100 * mean:.2f}%")
-            else:
-                row.append(f"{mean:.3f}")
-        perf = entry["performance"]
-        row += [f"{fails}/{perf['n_items']}", _fmt(perf["rtf_p50"]), _fmt(perf["rtf_p95"]),
-                _fmt(perf["peak_rss_mb"], ".0f")]
-        rows.append(row)
+    for m in (m["name"] for m in summary["spec"]["metrics"]):
+        block = first["metrics"].get(m) if first else None
+        if not block:
+            continue
+        value_names = list(block["values"])
+        v = block["primary"] if block["primary"] in value_names else (value_names[:1] or [m])[0]
+        arrow = "^" if block["higher_is_better"] else "v"
+        cols.append((m, v, (f"{m}.{v}" if v != m else m) + arrow))
+    return cols
+
+
+def _render(header: list[str], rows: list[list[str]]) -> list[str]:
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip()]
     lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    return lines
+
+
+def console_table(summary: dict[str, Any]) -> str:
+    cols = _columns(summary)
+    header = ["system"] + [h for _, _, h in cols] + ["fails", "RTF p50", "RTF p95", "peak MB"]
+    rows = []
+    for name, entry in summary["systems"].items():
+        perf = entry["performance"]
+        rows.append([name] + [_cell(m, entry["metrics"][m]["values"].get(v, {})) for m, v, _ in cols]
+                    + [f"{perf['n_failed']}/{perf['n_items']}", _fmt(perf["rtf_p50"]), _fmt(perf["rtf_p95"]),
+                       _fmt(perf["peak_rss_mb"], ".0f")])
+    lines = _render(header, rows)
+    group_keys = sorted({g for e in summary["systems"].values() for g in e["groups"]})
+    if group_keys:
+        lines += ["", "by group:"]
+        grows = []
+        for name, entry in summary["systems"].items():
+            for g in group_keys:
+                blocks = entry["groups"].get(g, {})
+                grows.append([name, g] + [_cell(m, blocks[m]["values"].get(v, {})) if m in blocks else "-"
+                                          for m, v, _ in cols])
+        lines += _render(["system", "group"] + [h for _, _, h in cols], grows)
     for m, why in summary.get("unavailable_metrics", {}).items():
         lines.append(f"unavailable: {m}: {why}")
+    lines.append("± is half the 95 % bootstrap CI; ^ higher is better, v lower is better")
     return "\n".join(lines)

@@ -30,6 +30,16 @@ class SynthesisResult:
     peak_rss_mb: float | None
     error: str | None = None  # failure reason tag: exception, timeout, crashed, bad_output
     detail: str = ""
+    peak_gpu_mb: float | None = None  # torch's peak allocated CUDA memory, where the system uses it
+
+
+def _peak_gpu_mb() -> float | None:
+    import sys
+
+    torch = sys.modules.get("torch")  # only if the system itself imported torch
+    if torch is None or not torch.cuda.is_available():
+        return None
+    return torch.cuda.max_memory_allocated() / 2**20
 
 
 def _child(conn: Any, kind: str, name: str, options: dict[str, Any]) -> None:
@@ -65,7 +75,7 @@ def _child(conn: Any, kind: str, name: str, options: dict[str, Any]) -> None:
             elapsed = time.perf_counter() - start
             samples = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
             conn.send(("ok", SynthesisResult(samples, rate, elapsed, first if system.streaming else None,
-                                             peak_rss_mb())))
+                                             peak_rss_mb(), peak_gpu_mb=_peak_gpu_mb())))
         except Exception as exc:
             conn.send(("ok", SynthesisResult(None, None, None, None, peak_rss_mb(), "exception",
                                              f"{type(exc).__name__}: {exc}")))

@@ -1,0 +1,1 @@
+"""Metrics: each module holds one family of evaluators, registered as entry points in pyproject.toml."""
