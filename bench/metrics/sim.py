@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
+from contextlib import contextmanager
 from importlib import metadata
 from typing import Any, Sequence
 
@@ -91,6 +92,26 @@ SPEECHBRAIN_ECAPA = EvaluatorModel(
     hub_revision="0f99f2d0ebe89ac095bcc5903c4dd8f72b367286",
     env_var="BENCH_SPEECHBRAIN_ECAPA_DIR",
 )
+
+
+@contextmanager
+def torch_threads(n: int | None):
+    """Run a block with torch's intra-op thread count set to `n` (None: leave it), then restore it.
+
+    Measured here: on a 2-core machine shared with other work, 2 torch threads made resemblyzer
+    per-clip embedding 10-20x slower than 1 thread (threads spin while waiting for a core).
+    """
+    if n is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _package_version(dist: str) -> str:
@@ -185,6 +206,9 @@ class _ResemblyzerEmbedder(_Embedder):
                                 strict=True)
         encoder.eval()
         self.encoder = encoder
+        # librosa's first mel spectrogram takes seconds (lazy imports, JIT); pay it here, not in
+        # the first scored batch, so batch timings are representative.
+        self.partial_mels(np.zeros(SAMPLE_RATE, dtype=np.float32))
 
     def preprocess(self, clip: np.ndarray) -> np.ndarray:
         with warnings.catch_warnings():
@@ -485,11 +509,14 @@ class SpeakerSim(Metric):
     sample_rate = SAMPLE_RATE
     models = (RESEMBLYZER_GE2E, WAVLM_LARGE, WAVLM_ECAPA_FINETUNE, SPEECHBRAIN_ECAPA)
 
-    def __init__(self, backend: str = DEFAULT_BACKEND, **options: Any):
+    def __init__(self, backend: str = DEFAULT_BACKEND, torch_threads: int | None = None, **options: Any):
+        """backend: see the module docstring. torch_threads: torch intra-op threads while this metric
+        runs (None leaves torch's setting; 1 is much faster on a busy machine, see `torch_threads`)."""
         if backend not in BACKENDS:
             raise BenchError(f"unknown SIM backend '{backend}'; choose one of {', '.join(BACKENDS)}")
-        super().__init__(backend=backend, **options)
+        super().__init__(backend=backend, **({"torch_threads": torch_threads} if torch_threads else {}), **options)
         self.backend_name = backend
+        self.torch_threads = torch_threads
         self.embedder = BACKENDS[backend]()
         self._loaded = False
 
@@ -506,13 +533,15 @@ class SpeakerSim(Metric):
 
     def load(self) -> None:
         if not self._loaded:
-            self.embedder.load()
+            with torch_threads(self.torch_threads):
+                self.embedder.load()
             self._loaded = True
 
     def embed(self, clips: Sequence[np.ndarray]) -> list[np.ndarray | str]:
         """L2-normalised speaker embeddings of 16 kHz clips (float64), or a failure reason per clip."""
         self.load()
-        return self.embedder.embed([np.asarray(c, dtype=np.float32) for c in clips])
+        with torch_threads(self.torch_threads):
+            return self.embedder.embed([np.asarray(c, dtype=np.float32) for c in clips])
 
     def score_batch(self, inputs: Sequence[MetricInput]) -> list[MetricOutput]:
         self.load()
@@ -534,7 +563,7 @@ class SpeakerSim(Metric):
                 pair.append(key)
             keys.append((pair[0], pair[1]))
         order = list(unique)
-        embeddings = dict(zip(order, self.embedder.embed([unique[k] for k in order]))) if order else {}
+        embeddings = dict(zip(order, self.embed([unique[k] for k in order]))) if order else {}
 
         outputs = []
         for hyp_key, prompt_key in keys:
