@@ -12,8 +12,9 @@ $BENCH_HOME/data/seedtts_testset. Layout used by the dataset and by F5-TTS's eva
 Each meta line is `utt|prompt_text|prompt_wav|target_text` with an optional fifth field, the
 ground-truth recording of the target text. Paths are relative to the meta file's folder. Without
 a fifth field the ground truth is `wavs/<utt>.wav` when that file exists (none for hard cases).
-English is scored with word error rate; Chinese with character error rate (the `wer` metric
-with unit=char), both after the Seed-TTS normaliser.
+English is scored with word error rate; Chinese with character error rate (items carry language
+"zh", for which the `wer` metric's default unit=auto counts characters), both after the Seed-TTS
+normaliser.
 """
 
 from __future__ import annotations
@@ -100,8 +101,8 @@ class SeedTTSEval(Task):
             # Chinese is scored by characters: an instance protocol overrides the class default.
             self.protocol = Protocol(
                 metrics=METRICS, normalizer="seedtts", language="zh",
-                notes="Seed-TTS-eval zh: CER (run the wer metric with unit=char) with Paraformer-zh upstream; "
-                      "SIM-o against the prompt")
+                notes="Seed-TTS-eval zh: CER (items are language zh, so the wer metric's default unit=auto "
+                      "scores characters, as unit=char; Paraformer-zh upstream); SIM-o against the prompt")
         given = options.get("root") or os.environ.get(ROOT_ENV)
         self.root = Path(given).expanduser() if given else data_home() / "seedtts_testset"
 
