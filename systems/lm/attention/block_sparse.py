@@ -1,0 +1,179 @@
+"""Block-Sparse top-k (MInference's block-sparse pattern), with a real block-gather kernel.
+
+The sequence is cut into blocks of `block` tokens. Each query block scores every earlier key block
+by the dot product of their mean-pooled queries and keys, keeps its top-k, and always keeps its own
+(diagonal) block, inside which attention is causal. Selection is per query head.
+
+Two implementations give the same output:
+- "gather": for each query block, gather only the selected K/V blocks and attend over them, so the
+  work (and wall time) falls with sparsity;
+- "mask": the masked dense reference (O(L^2) work whatever the sparsity), used to check "gather".
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from systems.lm.attention.base import (PrefillMethod, PrefillResult, attend_rows, causal_pairs,
+                                       check_int, check_qkv, closest_budget, expand_kv, one_budget,
+                                       unreachable)
+
+
+# --------------------------------------------------------------------------- block-grid helpers
+def block_rows(block_mask: torch.Tensor, block: int, r0: int, r1: int) -> torch.Tensor:
+    """Token rows r0..r1-1 over keys 0..r1-1 of a (B, H, n_blocks, n_blocks) block pattern."""
+    row_blocks = torch.arange(r0, r1, device=block_mask.device) // block
+    col_blocks = torch.arange(r1, device=block_mask.device) // block
+    return block_mask[:, :, row_blocks][:, :, :, col_blocks]
+
+
+def block_pair_count(block_mask: torch.Tensor, block: int, length: int) -> torch.Tensor:
+    """Causal pairs attended per (B, H) by a block pattern (blocks above the diagonal ignored).
+
+    Key blocks left of the diagonal are full (only the last block can be short), and the diagonal
+    block contributes a triangle.
+    """
+    n_blocks = block_mask.shape[-1]
+    rows = torch.full((n_blocks,), block, dtype=torch.long, device=block_mask.device)
+    rows[-1] = length - block * (n_blocks - 1)
+    strictly_lower = torch.ones(n_blocks, n_blocks, dtype=torch.bool, device=block_mask.device).tril(-1)
+    full_blocks = (block_mask & strictly_lower).sum(-1)  # (B, H, n_blocks)
+    diagonal = block_mask.diagonal(dim1=-2, dim2=-1).long()
+    return (full_blocks * block * rows + diagonal * rows * (rows + 1) // 2).sum(-1)
+
+
+def topk_pair_count(length: int, block: int, top_k: int) -> int:
+    """Pairs attended by top-k + diagonal: query block m keeps min(k, m) earlier blocks."""
+    n_blocks = math.ceil(length / block)
+    total = 0
+    for m in range(n_blocks):
+        rows = min(block, length - m * block)
+        total += min(top_k, m) * block * rows + rows * (rows + 1) // 2
+    return total
+
+
+def pooled_blocks(x: torch.Tensor, block: int) -> torch.Tensor:
+    """Mean over each block of tokens: (B, H, L, D) -> (B, H, n_blocks, D); a short last block
+    is averaged over its real tokens."""
+    batch, heads, length, dim = x.shape
+    n_blocks = math.ceil(length / block)
+    padded = torch.nn.functional.pad(x, (0, 0, 0, n_blocks * block - length))
+    sums = padded.view(batch, heads, n_blocks, block, dim).sum(3)
+    counts = torch.full((n_blocks,), float(block), dtype=x.dtype, device=x.device)
+    counts[-1] = length - block * (n_blocks - 1)
+    return sums / counts[:, None]
+
+
+class BlockSparse(PrefillMethod):
+    name = "block-sparse"
+
+    def __init__(self, compression: float | None = None, *, top_k: int | None = None, block: int = 64,
+                 implementation: str = "gather"):
+        self.compression = one_budget(self.name, compression, {"top_k": top_k})
+        self.top_k = None if top_k is None else check_int(top_k, "top_k (blocks)", self.name, 0)
+        self.block = check_int(block, "block", self.name, 1)
+        if implementation not in ("gather", "mask"):
+            raise ValueError(f"{self.name}: implementation must be 'gather' or 'mask'; got {implementation!r}")
+        self.implementation = implementation
+
+    def resolve_top_k(self, length: int) -> int:
+        n_blocks = math.ceil(length / self.block)
+        if self.top_k is not None:
+            return min(self.top_k, max(n_blocks - 1, 0))
+        target = causal_pairs(length) / self.compression
+        lowest = topk_pair_count(length, self.block, 0)
+        if lowest > target * 1.0001:
+            raise unreachable(self.name, self.compression, causal_pairs(length) / lowest,
+                              f"L={length} with block {self.block} (the diagonal blocks are always kept)")
+        return closest_budget(lambda kk: topk_pair_count(length, self.block, kk), 0,
+                              max(n_blocks - 1, 0), target)
+
+    def select(self, q: torch.Tensor, k: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-k earlier key blocks per query block: indices (B, H, n_blocks, k) and their validity
+        (query block m has only m earlier blocks to choose from)."""
+        heads = q.shape[1]
+        pooled_q = pooled_blocks(q, self.block)
+        pooled_k = expand_kv(pooled_blocks(k, self.block), heads)
+        scores = pooled_q @ pooled_k.transpose(-1, -2)
+        n_blocks = scores.shape[-1]
+        earlier = torch.ones(n_blocks, n_blocks, dtype=torch.bool, device=q.device).tril(-1)
+        scores = scores.masked_fill(~earlier, float("-inf"))
+        picked = scores.topk(top_k, dim=-1)
+        index = picked.indices
+        valid = torch.arange(top_k, device=q.device) < torch.arange(n_blocks, device=q.device)[:, None]
+        return index, valid.expand_as(index)
+
+    def block_mask(self, q: torch.Tensor, k: torch.Tensor, top_k: int) -> torch.Tensor:
+        batch, heads, length, _ = q.shape
+        n_blocks = math.ceil(length / self.block)
+        mask = torch.eye(n_blocks, dtype=torch.bool, device=q.device).repeat(batch, heads, 1, 1)
+        if top_k > 0:
+            index, valid = self.select(q, k, top_k)
+            mask.scatter_(-1, index, valid)
+            mask |= torch.eye(n_blocks, dtype=torch.bool, device=q.device)
+        return mask
+
+    def pattern(self, q, k):
+        top_k = self.resolve_top_k(q.shape[2])
+        mask = self.block_mask(q, k, top_k)
+        return (lambda r0, r1: block_rows(mask, self.block, r0, r1)), {"top_k": top_k, "block": self.block}
+
+    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> PrefillResult:
+        batch, heads, _, length, _ = check_qkv(q, k, v, self.name)
+        if self.implementation == "mask":
+            return super().__call__(q, k, v)
+        top_k = self.resolve_top_k(length)
+        with torch.no_grad():
+            out = self.gather_attention(q, k, v, top_k)
+        attended = torch.full((batch, heads), topk_pair_count(length, self.block, top_k), dtype=torch.long)
+        return PrefillResult(out, attended, causal_pairs(length), {"top_k": top_k, "block": self.block})
+
+    def gather_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, top_k: int,
+                         chunk_bytes: int = 4 << 20) -> torch.Tensor:
+        """Attend each query block over its gathered key blocks only: O(L * k * block) work.
+
+        The unit of work is one query block of one head. Units with m >= top_k all read exactly
+        top_k + 1 key blocks and run in batched chunks small enough to stay in cache; the first
+        top_k query blocks (fewer earlier blocks to pick from) run per m.
+        """
+        batch, heads, length, dim = q.shape
+        block = self.block
+        n_blocks = math.ceil(length / block)
+        pad = n_blocks * block - length
+        # Padded keys sit after every real query, so the causal mask of the last block hides them.
+        qp, kp, vp = (torch.nn.functional.pad(x, (0, 0, 0, pad)) for x in (q, k, v))
+        units = batch * heads * n_blocks  # unit u = (b*H + h) * n_blocks + m
+        q_units = (qp * dim ** -0.5).reshape(units, block, dim)
+        k_table = expand_kv(kp, heads).reshape(units, block, dim)  # same numbering for key blocks
+        v_table = expand_kv(vp, heads).reshape(units, block, dim)
+        first_of_head = torch.arange(0, units, n_blocks, device=q.device).repeat_interleave(n_blocks)
+        diagonal = torch.arange(units, device=q.device)[:, None]
+        if top_k > 0:  # table rows: the chosen earlier blocks, then the diagonal block last
+            earlier = self.select(q, k, top_k)[0].reshape(units, top_k) + first_of_head[:, None]
+            picks = torch.cat([earlier, diagonal], dim=-1)
+        else:
+            picks = diagonal
+        causal_tail = torch.ones(block, block, dtype=torch.bool, device=q.device).triu(1)
+        out = torch.empty_like(q_units)
+
+        def attend(unit_ids: torch.Tensor, used: int) -> None:
+            """These units, each reading its first `used` picks and then its diagonal block."""
+            rows = torch.cat([picks[unit_ids, :used], picks[unit_ids, -1:]], dim=-1).reshape(-1)
+            n = unit_ids.numel()
+            keys = k_table.index_select(0, rows).view(n, (used + 1) * block, dim)
+            values = v_table.index_select(0, rows).view(n, (used + 1) * block, dim)
+            scores = torch.bmm(q_units.index_select(0, unit_ids), keys.transpose(1, 2))
+            scores[:, :, -block:].masked_fill_(causal_tail, float("-inf"))
+            out.index_copy_(0, unit_ids, torch.bmm(torch.softmax(scores, dim=-1), values))
+
+        block_of_unit = torch.arange(units, device=q.device) % n_blocks
+        for m in range(min(top_k, n_blocks)):  # query block m has only m earlier blocks
+            attend((block_of_unit == m).nonzero().squeeze(1), m)
+        tail = (block_of_unit >= top_k).nonzero().squeeze(1)
+        per_unit = (top_k + 1) * block * (2 * dim + block) * q.element_size()
+        step = max(1, chunk_bytes // per_unit)
+        for start in range(0, tail.numel(), step):
+            attend(tail[start:start + step], top_k)
+        return out.view(batch, heads, n_blocks * block, dim)[:, :, :length]

@@ -1,0 +1,164 @@
+"""FlexPrefill (Lai et al. 2025): per head, a query-aware block pattern or a vertical-slash pattern,
+each sized by a coverage threshold gamma.
+
+For every head, the last block of queries estimates two distributions over key blocks: the true
+one (their softmax attention summed per key block) and the pooled one (softmax of the mean query
+against mean-pooled keys). If the square root of the Jensen-Shannon divergence between them is
+below `tau`, pooled scores are trustworthy and the head is query-aware: every query block keeps
+the fewest key blocks whose pooled attention covers gamma of its mass (its diagonal block always).
+Otherwise the head uses vertical-slash: the fewest columns and the fewest diagonals that each cover
+gamma of the estimated attention mass. Line and block counts are clamped to [min_budget,
+max_budget] tokens.
+
+Budget: gamma (with min/max budget), or a compression C; then gamma is set per sample by bisection
+so that the realised density is closest to 1/C, while each head still takes the fewest
+lines/blocks covering gamma of its own mass (heads keep adapting to their own attention).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from systems.lm.attention.base import (BadBudget, PrefillMethod, causal_pairs, check_fraction,
+                                       check_int, expand_kv, one_budget, unreachable)
+from systems.lm.attention.block_sparse import block_pair_count, block_rows, pooled_blocks
+from systems.lm.attention.vertical_slash import (last_query_attention, slash_scores, top_lines,
+                                                 vs_pair_count, vs_rows)
+
+
+def js_distance(p: torch.Tensor, q: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """sqrt of the Jensen-Shannon divergence (natural log) along the last dimension."""
+    p, q = p.clamp(min=eps), q.clamp(min=eps)
+    mid = (p + q) / 2
+    js = 0.5 * (p * (p / mid).log()).sum(-1) + 0.5 * (q * (q / mid).log()).sum(-1)
+    return js.clamp(min=0).sqrt()
+
+
+def cover_count(sorted_mass: torch.Tensor, gamma: float) -> torch.Tensor:
+    """How many of the (best-first) items are needed for their mass to reach gamma of the total."""
+    if gamma >= 1.0:
+        return torch.full(sorted_mass.shape[:-1], sorted_mass.shape[-1], dtype=torch.long,
+                          device=sorted_mass.device)
+    cumulative = sorted_mass.cumsum(-1)
+    total = cumulative[..., -1:]
+    return (cumulative < gamma * total).sum(-1) + 1
+
+
+class FlexPrefill(PrefillMethod):
+    name = "flexprefill"
+
+    def __init__(self, compression: float | None = None, *, gamma: float | None = None, tau: float = 0.1,
+                 block: int = 64, min_budget: int = 128, max_budget: int | None = None,
+                 sinks: int = 4, local: int = 64):
+        self.compression = one_budget(self.name, compression, {"gamma": gamma})
+        self.gamma = None if gamma is None else check_fraction(gamma, "gamma", self.name)
+        self.tau = check_fraction(tau, "tau", self.name, 0.0, 1.0)
+        self.block = check_int(block, "block", self.name, 1)
+        self.min_budget = check_int(min_budget, "min_budget (tokens)", self.name, 1)
+        self.max_budget = None if max_budget is None else check_int(
+            max_budget, "max_budget (tokens)", self.name, self.min_budget)
+        self.sinks = check_int(sinks, "sinks", self.name, 0)
+        self.local = check_int(local, "local", self.name, 1)
+
+    # ------------------------------------------------------------------ estimation (once per call)
+    def estimate(self, q: torch.Tensor, k: torch.Tensor) -> dict:
+        batch, heads, length, dim = q.shape
+        block = self.block
+        n_blocks = math.ceil(length / block)
+        attention = last_query_attention(q, k, block)  # (B, H, rows, L)
+        rows = attention.shape[2]
+        padded = torch.nn.functional.pad(attention.mean(2), (0, n_blocks * block - length))
+        true_blocks = padded.view(batch, heads, n_blocks, block).sum(-1)
+        pooled_k = expand_kv(pooled_blocks(k, block), heads).float()
+        pooled_last = q[:, :, -rows:].float().mean(2, keepdim=True)
+        estimated_blocks = torch.softmax((pooled_last @ pooled_k.transpose(-1, -2)).squeeze(2) * dim ** -0.5, -1)
+        query_aware = js_distance(true_blocks, estimated_blocks) < self.tau  # (B, H)
+
+        # Query-aware candidates: pooled block attention of every query block, causal, diagonal first.
+        pooled_q = pooled_blocks(q, block).float()
+        block_scores = (pooled_q @ pooled_k.transpose(-1, -2)) * dim ** -0.5
+        causal = torch.ones(n_blocks, n_blocks, dtype=torch.bool, device=q.device).tril()
+        block_probs = torch.softmax(block_scores.masked_fill(~causal, float("-inf")), -1)
+        ranked = block_probs + torch.eye(n_blocks, device=q.device) * 2.0  # diagonal ranks first
+        block_order = ranked.argsort(dim=-1, descending=True, stable=True)
+        block_mass = block_probs.gather(-1, block_order)
+
+        # Vertical-slash candidates, normalised so each kind sums to 1.
+        sinks, local = min(self.sinks, length), min(self.local, length)
+        columns, diagonals = attention.sum(2), slash_scores(attention)
+        v_order, s_order = top_lines(columns, sinks), top_lines(diagonals, local)
+        return {"query_aware": query_aware, "block_order": block_order, "block_mass": block_mass,
+                "v_order": v_order, "v_mass": columns.gather(-1, v_order),
+                "s_order": s_order, "s_mass": diagonals.gather(-1, s_order),
+                "sinks": sinks, "local": local, "length": length, "n_blocks": n_blocks}
+
+    # ------------------------------------------------------------------ selection for a given gamma
+    def select(self, est: dict, gamma: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        length, n_blocks, block = est["length"], est["n_blocks"], self.block
+        query_aware = est["query_aware"]
+        low_lines = min(self.min_budget, length)
+        high_lines = length if self.max_budget is None else min(self.max_budget, length)
+        low_blocks = min(math.ceil(self.min_budget / block), n_blocks)
+        high_blocks = n_blocks if self.max_budget is None else max(1, min(self.max_budget // block, n_blocks))
+
+        n_v = cover_count(est["v_mass"], gamma).clamp(low_lines, high_lines).clamp(min=est["sinks"])
+        n_s = cover_count(est["s_mass"], gamma).clamp(low_lines, high_lines).clamp(min=est["local"])
+        rank = torch.arange(length, device=n_v.device)
+        # Entries past a head's count, and every line of a query-aware head, become padding (= L).
+        vs_head = ~query_aware[..., None]
+        verticals = torch.where((rank < n_v[..., None]) & vs_head, est["v_order"], length)
+        slashes = torch.where((rank < n_s[..., None]) & vs_head, est["s_order"], length)
+
+        n_b = cover_count(est["block_mass"], gamma).clamp(low_blocks, high_blocks).clamp(min=1)
+        keep = (torch.arange(n_blocks, device=n_b.device) < n_b[..., None]) & query_aware[..., None, None]
+        block_mask = torch.zeros_like(keep).scatter_(-1, est["block_order"], keep)
+        block_mask &= torch.ones(n_blocks, n_blocks, dtype=torch.bool, device=keep.device).tril()
+        return verticals, slashes, block_mask
+
+    def pair_count(self, est: dict, gamma: float) -> torch.Tensor:
+        verticals, slashes, block_mask = self.select(est, gamma)
+        return vs_pair_count(verticals, slashes, est["length"]) + block_pair_count(block_mask, self.block, est["length"])
+
+    def resolve_gamma(self, est: dict) -> float:
+        if self.gamma is not None:
+            return self.gamma
+        length = est["length"]
+        target = 1.0 / self.compression
+
+        def density(g: float) -> float:
+            return float(self.pair_count(est, g).double().mean()) / causal_pairs(length)
+
+        lowest, highest = density(0.0), density(1.0)
+        if lowest > target * 1.0001:
+            raise unreachable(self.name, self.compression, 1 / lowest,
+                              f"L={length} with min_budget {self.min_budget} tokens")
+        if highest < target * 0.9999 and self.compression == 1.0:
+            raise BadBudget(f"{self.name}: max_budget={self.max_budget} tokens cannot reach C=1 at L={length}")
+        best, best_error = 0.0, abs(lowest - target)
+        lo, hi = 0.0, 1.0
+        for _ in range(20):  # bisection; coverage counts are discrete, so keep the closest seen
+            mid = (lo + hi) / 2
+            d = density(mid)
+            if abs(d - target) < best_error:
+                best, best_error = mid, abs(d - target)
+            if d < target:
+                lo = mid
+            else:
+                hi = mid
+        if abs(highest - target) < best_error:
+            best = 1.0
+        return best
+
+    def pattern(self, q, k):
+        est = self.estimate(q, k)
+        gamma = self.resolve_gamma(est)
+        verticals, slashes, block_mask = self.select(est, gamma)
+
+        def allowed_rows(r0: int, r1: int) -> torch.Tensor:
+            return vs_rows(verticals, slashes, r0, r1) | block_rows(block_mask, self.block, r0, r1)
+
+        budget = {"gamma": gamma, "query_aware_heads": float(est["query_aware"].float().mean()),
+                  "min_budget": self.min_budget, "max_budget": self.max_budget}
+        return allowed_rows, budget
