@@ -90,7 +90,13 @@ def build_metrics(task: Task, opts: RunOptions) -> tuple[list[Metric], dict[str,
     names = opts.metric_names if explicit else list(task.protocol.metrics)
     metrics, unavailable = [], {}
     for name in names:
-        cls = registry.get_class("metric", name)
+        try:
+            cls = registry.get_class("metric", name)
+        except BenchError as exc:
+            if explicit:
+                raise
+            unavailable[name] = str(exc)  # a broken plug-in: reported like any unavailable metric
+            continue
         options = dict(opts.metric_options.get(name, {}))
         if "text" in cls.needs:
             options.setdefault("normalizer", task.protocol.normalizer)

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBS="espeak-ng flite festival"
+DEBS="espeak-ng flite festival festvox-kallpc16k"
 missing=""
 for bin in espeak-ng flite text2wave; do command -v "$bin" >/dev/null 2>&1 || missing="yes"; done
 if [ -n "$missing" ]; then
