@@ -216,3 +216,78 @@ class Metric:
     def identity(self) -> dict[str, Any]:
         return {"name": self.name, "revision": self.evaluator_revision(),
                 "options": {k: str(v) for k, v in sorted(self.options.items())}}
+
+
+# --------------------------------------------------------------------------- language models
+@dataclass(frozen=True)
+class LongContextSample:
+    """One generated long-context sample. `answers` are the gold strings; `scoring` names the rule
+    the task applies to a prediction (e.g. 'exact', 'all', 'set'); the task's `score` implements it."""
+
+    id: str
+    task: str
+    context: str
+    question: str
+    answers: tuple[str, ...]
+    scoring: str = "exact"
+    length_tokens: int | None = None  # the length the sample was generated for
+    seed: int = 0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LMScore:
+    """What an LM system returns for one sample under one attention method and budget.
+
+    `score` is in [0, 1] (1 = correct). `sparsity` is the realised sparsity of the phase that was
+    made sparse (prefill: against the causal triangle; decode: against the KV length each decode
+    query could attend), averaged over layers and heads; `per_layer` keeps the detail."""
+
+    score: float
+    sparsity: float
+    prediction: str | None = None
+    n_context_tokens: int = 0
+    n_answer_tokens: int = 0
+    seconds: float | None = None
+    per_layer: list[float] = field(default_factory=list)
+    answer_logprob: float | None = None  # teacher-forced mode: sum of the answer tokens' log-probs
+
+
+class LMSystem(System):
+    """A causal LM whose attention can be replaced by a sparse method in one phase.
+
+    `score_sample(sample, method, phase, budget, mode)`: mode 'teacher-forced' runs one forward pass
+    in which the answer tokens attend through the decode-phase pattern (fast on CPU) and scores the
+    greedy argmax of every answer position; 'generate' decodes greedily up to the answer length
+    plus a margin. Method names and budgets are those of systems.lm.attention."""
+
+    family = "lm"
+
+    def max_context(self) -> int:
+        raise NotImplementedError
+
+    def shape(self) -> dict[str, Any]:
+        """HF-config-style shape (n_layers, d_model, n_heads, n_kv_heads, d_head, d_mlp, vocab) and
+        parameter count, for the cost model."""
+        raise NotImplementedError
+
+    def count_tokens(self, text: str) -> int:
+        raise NotImplementedError
+
+    def score_sample(self, sample: LongContextSample, *, method: str, phase: str,
+                     budget: dict[str, Any], mode: str = "teacher-forced") -> LMScore:
+        raise NotImplementedError
+
+
+class LMTask(Task):
+    """Generates long-context samples, deterministic by seed, at a requested token length."""
+
+    def samples(self, length_tokens: int, n: int, seed: int,
+                count_tokens: Any = None) -> list[LongContextSample]:
+        raise NotImplementedError
+
+    def score(self, sample: LongContextSample, prediction: str) -> float:
+        raise NotImplementedError
+
+    def items(self) -> list[TTSItem]:
+        raise TypeError(f"task '{self.name}' is a long-context LM task: use `bench sweep`, not `bench run`")

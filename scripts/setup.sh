@@ -6,7 +6,9 @@ cd "$(dirname "$0")/.."
 
 DEBS="espeak-ng flite festival festvox-kallpc16k"
 missing=""
-for bin in espeak-ng flite text2wave; do command -v "$bin" >/dev/null 2>&1 || missing="yes"; done
+for deb in $DEBS; do
+  dpkg-query -W -f='${Status}' "$deb" 2>/dev/null | grep -q "ok installed" || missing="yes"
+done
 if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else SUDO="none"; fi
   if [ "$SUDO" = none ] || ! command -v apt-get >/dev/null 2>&1; then
