@@ -202,7 +202,7 @@ def test_no_voiced_audio_is_a_failure_with_reason(sim):
 @needs_data
 def test_missing_prompt_and_wrong_rate(sim):
     (out,) = sim.score_batch([MetricInput("x", clip(LIBRIVOX[1]), prompt=None)])
-    assert out.failure.startswith("missing_prompt")
+    assert out.failure.startswith("no_prompt")
     at_8k = Audio(clip(LIBRIVOX[1]).samples[::2].copy(), 8000)
     with pytest.raises(ValueError, match="resample to 16000 Hz"):
         sim.score_batch([MetricInput("x", at_8k, prompt=clip(LIBRIVOX[0]))])

@@ -50,13 +50,13 @@ class _IntrusiveMetric(Metric):
                 out.append(MetricOutput(failure="missing_hypothesis: no audio to score"))
                 continue
             if inp.reference is None:
-                out.append(MetricOutput(failure=f"missing_reference: item has no reference recording; "
+                out.append(MetricOutput(failure=f"no_reference: item has no reference recording; "
                                                 f"{self.name} compares the output with one"))
                 continue
             try:
                 validate(inp.reference)
             except BadAudio as exc:  # a silent or broken reference makes the comparison meaningless
-                out.append(MetricOutput(failure=f"reference_{exc.reason}: {exc.detail}"))
+                out.append(MetricOutput(failure=f"bad_reference_{exc.reason}: {exc.detail}"))
                 continue
             ref = np.asarray(inp.reference.samples, dtype=np.float64)
             hyp = np.asarray(inp.hypothesis.samples, dtype=np.float64)

@@ -93,7 +93,7 @@ class _MOSMetric(Metric):
     def __init__(self, threads: int | None = None, **options: Any):
         """threads: intra-op threads of the model runtime while scoring (None: the runtime default).
         On a busy 2-core machine 1 thread was several times faster than the default."""
-        super().__init__(**({"threads": threads} if threads else {}), **options)
+        super().__init__(**options)  # threads is operational: kept out of the options that key caches
         self.threads = threads
         self._loaded = False
 
@@ -232,7 +232,7 @@ class DistillMOS(_MOSMetric):
         5e-7). Batching did not speed up CPU inference here; it may on a GPU."""
         if batch_size < 1:
             raise BenchError(f"DistillMOS batch_size must be >= 1, got {batch_size}")
-        super().__init__(threads=threads, **({"batch_size": batch_size} if batch_size != 1 else {}), **options)
+        super().__init__(threads=threads, **options)  # batch_size does not change numbers: not an option
         self.batch_size = batch_size
 
     @classmethod

@@ -514,7 +514,9 @@ class SpeakerSim(Metric):
         runs (None leaves torch's setting; 1 is much faster on a busy machine, see `torch_threads`)."""
         if backend not in BACKENDS:
             raise BenchError(f"unknown SIM backend '{backend}'; choose one of {', '.join(BACKENDS)}")
-        super().__init__(backend=backend, **({"torch_threads": torch_threads} if torch_threads else {}), **options)
+        # torch_threads is operational (numbers do not depend on it): kept out of options, which
+        # key the score cache and the run spec.
+        super().__init__(backend=backend, **options)
         self.backend_name = backend
         self.torch_threads = torch_threads
         self.embedder = BACKENDS[backend]()
@@ -569,7 +571,7 @@ class SpeakerSim(Metric):
         for hyp_key, prompt_key in keys:
             if hyp_key is None or prompt_key is None:
                 missing = "hypothesis" if hyp_key is None else "prompt"
-                outputs.append(MetricOutput(failure=f"missing_{missing}: SIM needs both the output and the prompt"))
+                outputs.append(MetricOutput(failure=f"no_{missing}: SIM needs both the output and the prompt"))
                 continue
             hyp, prompt = embeddings[hyp_key], embeddings[prompt_key]
             if isinstance(hyp, str) or isinstance(prompt, str):
