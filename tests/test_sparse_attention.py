@@ -17,6 +17,15 @@ from systems.lm.attention.base import BadBudget, causal_pairs, expand_kv  # noqa
 
 B, H, HKV, D = 2, 4, 2, 16
 
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: on a shared 2-core machine, intra-op threads only add waiting."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 # Small-L settings so every method can reach the compressions tested (defaults target L >= 4k).
 PREFILL_OPTIONS = {
     "dense": {},
