@@ -273,7 +273,8 @@ def snapkv_selection_flops(shape: ModelShape, length: int, window: int = 32, ker
 
 # --------------------------------------------------------------------------- decode
 def decode_memory(shape: ModelShape, context_length: int, sparsity: float = 0.0,
-                  method: str = "dense", batch: int = 1, page_size: int = QUEST_PAGE_SIZE) -> dict[str, float]:
+                  method: str = "dense", batch: int = 1,
+                  page_size: int = QUEST_PAGE_SIZE) -> dict[str, float]:
     """Elements read from memory to generate one token with `context_length` cached tokens."""
     L, B, d = _length(context_length), _batch(batch), shape.d_model
     parts = {
