@@ -12,9 +12,12 @@ from bench.sparse.costmodel import (
     CAUSAL_CONVENTION,
     ModelShape,
     attention_core_flops,
+    block_sparse_selection_flops,
     causal_pairs,
     compression_from_sparsity,
     decode_memory,
+    flexprefill_selection_flops,
+    normalise_method,
     phase_cost,
     prefill_flops,
     sparsity_from_compression,
@@ -98,10 +101,28 @@ def test_vertical_slash_overhead_hand_computation() -> None:
     # per head: 2 d_h L q + 5 L q + 2 L log2 L + (L/64)(k_v + k_s), q=2, k_v=k_s=1, L=4
     per_head = 2 * 4 * 4 * 2 + 5 * 4 * 2 + 2 * 4 * 2 + (4 / 64) * 2
     assert per_head == 120.125
-    got = vertical_slash_selection_flops(TINY, 4, n_vertical=1, n_slash=1, n_approx_queries=2)
+    got = vertical_slash_selection_flops(TINY, 4, n_vertical=1, n_slash=1, last_q=2)
     assert got == 2 * 2 * per_head  # N * h
-    total = prefill_flops(TINY, 4, 0.5, "vertical-slash", n_vertical=1, n_slash=1, n_approx_queries=2)
+    total = prefill_flops(TINY, 4, 0.5, "vertical-slash", n_vertical=1, n_slash=1, last_q=2)
     assert total["total"] == 10556 + 480.5
+
+
+def test_flexprefill_and_block_sparse_overhead_hand_computation() -> None:
+    # FlexPrefill, L=8, block b=4 -> q=4 last queries, n_b=2 blocks, k_v=k_s=1, d_h=4, per head:
+    estimate = 2 * 4 * 4 * 8 + 5 * 4 * 8  # 2 d_h q L + 5 q L = 416
+    vertical_slash = 3 * 4 * 8 + 2 * 8 * 3 + 2 * 8 + (8 / 64) * 2  # 3qL + 2L log2 L + 2L + (L/64)(kv+ks)
+    query_aware = 2 * 8 * 4 + 2 * 4 * 2 * 3 + 6 * 4 + 4 * 1  # 2 L d_h + 2 d_h n_b(n_b+1) + 6 n_b^2 + n_b^2 log2 n_b
+    js_test = 15 * 2
+    assert (estimate, vertical_slash, query_aware) == (416, 160.25, 140)
+    got = flexprefill_selection_flops(TINY, 8, n_vertical=1, n_slash=1, block_size=4)
+    assert got == 2 * 2 * (estimate + vertical_slash + query_aware + js_test) == 2985
+    # Block-Sparse, L=8, b=4 -> n_b=2, top_k=1: 2 L d_h + 2 d_h n_b^2 + n_b^2 log2 n_b + n_b k
+    assert block_sparse_selection_flops(TINY, 8, top_k=1, block_size=4) == 2 * 2 * (64 + 32 + 4 + 2)
+    # static patterns carry no selection cost, under the names systems/ uses too
+    for name in ("streaming", "power", "sliding_window", "power_attention"):
+        assert prefill_flops(TINY, 8, 0.5, name)["selection"] == 0
+    assert normalise_method("Block-Sparse") == "block_sparse"
+    assert normalise_method("power") == "power_attention"
 
 
 @pytest.mark.parametrize("phase,method", [("prefill", "dense"), ("prefill", "vertical_slash"),

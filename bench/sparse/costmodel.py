@@ -25,15 +25,20 @@ per generated token; the triangle plays no role there.
 
 Selection overheads (what a method spends choosing what to attend to), per layer:
 - Vertical-Slash (prefill, paper formula): B h [2 d_h L q + 5 L q + 2 L log2 L + (L/64)(k_v + k_s)].
-  We read "2dLq" as the q last "approximation" queries scored against all L keys (2 d_h FLOPs a
-  pair, d = the head width inside the per-head bracket); 5 L q = scaling, softmax and the
-  vertical/diagonal sums over those scores; 2 L log2 L = sorting the vertical and the slash scores
-  for top-k; (L/64)(k_v + k_s) = building the index for 64-row blocks.
-- FlexPrefill (prefill, derived): as implemented in the Sparse Frontier, a vertical-slash pattern
-  whose line counts come from a cumulative-coverage threshold. Same estimate as Vertical-Slash,
-  plus the coverage step: a second sort of both score vectors and their cumulative sums,
-  2 L log2 L + 2 L. Implementations with query-aware (block-pooled) heads would add
-  block_sparse_selection_flops for those heads.
+  We read "2dLq" as the q = last_q final queries (64 by default, as in MInference) scored against
+  all L keys (2 d_h FLOPs a pair: d is the head width inside the per-head bracket); 5 L q = scaling,
+  softmax and the vertical/diagonal sums over those scores; 2 L log2 L = sorting the vertical and
+  the slash scores for top-k; (L/64)(k_v + k_s) = building the index for 64-row blocks.
+- FlexPrefill (prefill, derived; Lai et al. 2025, as in systems/lm/attention/flexprefill.py): the
+  last block of q = b queries (b = 64) is scored against all keys (2 d_h q L + 5 q L, as above).
+  Every head then builds both candidates, since the choice between them is made per head from the
+  data: the vertical-slash one (mean, column and diagonal sums 3 q L; sorting both 2 L log2 L;
+  coverage cumulative sums 2 L; index (L/64)(k_v + k_s)) and the query-aware one (mean-pooling Q
+  and K 2 L d_h; pooled scores of every block pair and of the mean last query 2 d_h n_b (n_b + 1);
+  softmax and coverage sums 6 n_b^2; per-row sort n_b^2 log2 n_b), plus the Jensen-Shannon test
+  that picks one (15 n_b), n_b = ceil(L / b). The Sparse Frontier's own FlexPrefill had the
+  vertical-slash branch only; its cost is this without the query-aware terms. Searching the
+  coverage threshold to hit a target compression is budget targeting by the harness, not counted.
 - Block-Sparse top-k (prefill, derived, MInference-style): mean-pool Q and K into n_b = ceil(L/b)
   blocks (2 L d_h adds), score every block pair (2 d_h n_b^2, the full square as implemented), sort
   each row for top-k (n_b^2 log2 n_b, the same sort charge as above), write the index (n_b k).
@@ -64,6 +69,8 @@ CAUSAL_CONVENTION = (
 PREFILL_METHODS = ("dense", "vertical_slash", "flexprefill", "block_sparse", "sliding_window",
                    "power_attention")
 DECODE_METHODS = ("dense", "snapkv", "ada_snapkv", "quest")
+METHOD_ALIASES = {"power": "power_attention", "streaming": "sliding_window",
+                  "streaming_llm": "sliding_window"}  # names used by systems/lm/attention
 QUEST_PAGE_SIZE = 16
 MINFERENCE_INDEX_BLOCK = 64  # rows per block of the vertical-slash index kernel
 
@@ -197,10 +204,10 @@ def prefill_selection_flops(shape: ModelShape, method: str, length: int, sparsit
         _reject_options(name, options, ())
         return 0.0
     if name == "vertical_slash":
-        _reject_options(name, options, ("n_vertical", "n_slash", "n_approx_queries"))
+        _reject_options(name, options, ("n_vertical", "n_slash", "last_q"))
         return vertical_slash_selection_flops(shape, length, sparsity=sparsity, batch=batch, **options)
     if name == "flexprefill":
-        _reject_options(name, options, ("n_vertical", "n_slash", "n_approx_queries"))
+        _reject_options(name, options, ("n_vertical", "n_slash", "block_size"))
         return flexprefill_selection_flops(shape, length, sparsity=sparsity, batch=batch, **options)
     if name == "block_sparse":
         _reject_options(name, options, ("top_k", "block_size"))
@@ -219,10 +226,10 @@ def vertical_slash_lines(length: int, sparsity: float) -> tuple[int, int]:
 
 
 def vertical_slash_selection_flops(shape: ModelShape, length: int, n_vertical: int | None = None,
-                                   n_slash: int | None = None, n_approx_queries: int = 64,
+                                   n_slash: int | None = None, last_q: int = 64,
                                    sparsity: float = 0.0, batch: int = 1) -> float:
     """B N h [2 d_h L q + 5 L q + 2 L log2 L + (L/64)(k_v + k_s)] (paper formula)."""
-    L, q = _length(length), _positive_int("n_approx_queries", n_approx_queries)
+    L, q = _length(length), _positive_int("last_q", last_q)
     k_v, k_s = _lines(L, sparsity, n_vertical, n_slash)
     per_head = (2 * shape.d_head * L * q + 5 * L * q + 2 * L * math.log2(L)
                 + (L / MINFERENCE_INDEX_BLOCK) * (k_v + k_s))
@@ -230,13 +237,19 @@ def vertical_slash_selection_flops(shape: ModelShape, length: int, n_vertical: i
 
 
 def flexprefill_selection_flops(shape: ModelShape, length: int, n_vertical: int | None = None,
-                                n_slash: int | None = None, n_approx_queries: int = 128,
+                                n_slash: int | None = None, block_size: int = 64,
                                 sparsity: float = 0.0, batch: int = 1) -> float:
-    """Vertical-Slash estimate plus the coverage step (2 L log2 L + 2 L) per head."""
-    L = _length(length)
-    coverage = shape.n_layers * shape.n_heads * (2 * L * math.log2(L) + 2 * L)
-    return vertical_slash_selection_flops(shape, L, n_vertical, n_slash, n_approx_queries,
-                                          sparsity, batch) + float(_batch(batch) * coverage)
+    """Both FlexPrefill candidates for every head, plus the estimate and the JS test (see above)."""
+    L, b = _length(length), _positive_int("block_size", block_size)
+    q, n_b = min(b, L), math.ceil(L / b)
+    k_v, k_s = _lines(L, sparsity, n_vertical, n_slash)
+    d_h = shape.d_head
+    estimate = 2 * d_h * q * L + 5 * q * L
+    vertical_slash = 3 * q * L + 2 * L * math.log2(L) + 2 * L + (L / MINFERENCE_INDEX_BLOCK) * (k_v + k_s)
+    query_aware = (2 * L * d_h + 2 * d_h * n_b * (n_b + 1) + 6 * n_b ** 2
+                   + n_b ** 2 * math.log2(max(n_b, 2)))
+    per_head = estimate + vertical_slash + query_aware + 15 * n_b
+    return float(_batch(batch) * shape.n_layers * shape.n_heads * per_head)
 
 
 def block_sparse_selection_flops(shape: ModelShape, length: int, top_k: int | None = None,
@@ -314,10 +327,11 @@ def phase_cost(shape: ModelShape, phase: str, length: int, compression: float = 
 
 
 def normalise_method(method: str) -> str:
-    """'Vertical-Slash' -> 'vertical_slash', 'Ada-SnapKV' -> 'ada_snapkv'."""
+    """'Vertical-Slash' -> 'vertical_slash', 'Ada-SnapKV' -> 'ada_snapkv', 'power' -> 'power_attention'."""
     if not isinstance(method, str) or not method.strip():
         raise SparseAnalysisError(f"method must be a non-empty string, got {method!r}")
-    return method.strip().lower().replace("-", "_").replace(" ", "_")
+    name = method.strip().lower().replace("-", "_").replace(" ", "_")
+    return METHOD_ALIASES.get(name, name)
 
 
 # --------------------------------------------------------------------------- validation helpers
