@@ -114,8 +114,9 @@ def safe_sparsity(records: Iterable[Mapping[str, Any]], margin: float = 0.05, al
     """Safe compression per (model, method, phase, length) from per-sample correctness records.
 
     Each record: model, method, phase, length, task, compression, sample_id, correct (0/1).
-    Dense rows have method 'dense'; they are matched on model, length, task and phase (a dense
-    row with phase None serves every phase).
+    `compression` is the configuration's nominal (target) ratio, which groups samples into a level;
+    a per-sample realised ratio would split them. Dense rows have method 'dense'; they are matched
+    on model, length, task and phase (a dense row with phase None serves every phase).
     """
     margin, alpha = _margin(margin), _alpha(alpha)
     if correction not in ("holm", "none"):
