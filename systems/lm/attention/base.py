@@ -120,8 +120,9 @@ def attend_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 
     `allowed_rows(r0, r1)` returns a bool tensor broadcastable to (B, H, r1 - r0, r1): which keys
     0..r1-1 the queries r0..r1-1 may attend (the causal mask is applied here as well). Queries are
-    processed in chunks so memory stays O(chunk * L). Returns the output and the attended
-    (query, key<=query) pair count per (batch, head).
+    processed in chunks so memory stays O(chunk * L); key columns that no query of a chunk attends
+    are dropped before the matmuls, so local and static patterns cost less than dense. Returns the
+    output and the attended (query, key<=query) pair count per (batch, head).
     """
     batch, heads, length, dim = q.shape
     keys, values = expand_kv(k, heads), expand_kv(v, heads)
@@ -132,13 +133,22 @@ def attend_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         r1 = min(length, r0 + chunk)
         rows = torch.arange(r0, r1, device=q.device)[:, None]
         causal = torch.arange(r1, device=q.device)[None, :] <= rows
-        allowed = (allowed_rows(r0, r1) & causal).expand(batch, heads, r1 - r0, r1)
-        if not bool(allowed.any(-1).all()):
+        # Kept at its own (possibly broadcast) shape: static patterns are one (1, 1, r, r1) mask.
+        allowed = (allowed_rows(r0, r1) & causal).contiguous()
+        per_row = allowed.view(torch.uint8).sum(-1, dtype=torch.int32)  # (fast path for bool counts)
+        per_row = per_row.expand(batch, heads, r1 - r0)
+        if int(per_row.min()) == 0:
             raise RuntimeError("sparse pattern left a query with no key to attend (a method bug)")
-        scores = (q[:, :, r0:r1] @ keys[:, :, :r1].transpose(-1, -2)) * scale
-        scores = scores.masked_fill(~allowed, float("-inf"))
-        out[:, :, r0:r1] = torch.softmax(scores, dim=-1) @ values[:, :, :r1]
-        attended += allowed.sum(dim=(-1, -2))
+        chunk_keys, chunk_values = keys[:, :, :r1], values[:, :, :r1]
+        used = allowed.flatten(0, 2).any(dim=0)  # key columns any sample, head or row attends
+        if int(used.sum()) < 0.75 * r1:  # skip columns nobody attends (local/static patterns)
+            columns = used.nonzero().squeeze(1)
+            chunk_keys, chunk_values = chunk_keys.index_select(2, columns), chunk_values.index_select(2, columns)
+            allowed = allowed.index_select(-1, columns)
+        scores = (q[:, :, r0:r1] @ chunk_keys.transpose(-1, -2)).float() * scale
+        probs = torch.softmax(scores.masked_fill_(~allowed, float("-inf")), dim=-1)
+        out[:, :, r0:r1] = probs.to(v.dtype) @ chunk_values
+        attended += per_row.sum(-1)
     return out, attended
 
 
@@ -255,9 +265,9 @@ class DecodeCache:
             positions = torch.arange(self.length - steps, self.length, device=q.device)
             causal = torch.arange(self.length, device=q.device)[None, :] <= positions[:, None]
             allowed = self.allowed(q, positions) & causal
-            scores = (q @ expand_kv(self.k, heads).transpose(-1, -2)) * dim ** -0.5
+            scores = (q @ expand_kv(self.k, heads).transpose(-1, -2)).float() * dim ** -0.5
             probs = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
-            out = probs @ expand_kv(self.v, heads)
+            out = probs.to(self.v.dtype) @ expand_kv(self.v, heads)
             attended = allowed.sum(dim=(-1, -2))
         full = int((positions + 1).sum())
         if self.attended_total.shape[1] != heads:

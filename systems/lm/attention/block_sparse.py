@@ -24,9 +24,10 @@ from systems.lm.attention.base import (PrefillMethod, PrefillResult, attend_rows
 # --------------------------------------------------------------------------- block-grid helpers
 def block_rows(block_mask: torch.Tensor, block: int, r0: int, r1: int) -> torch.Tensor:
     """Token rows r0..r1-1 over keys 0..r1-1 of a (B, H, n_blocks, n_blocks) block pattern."""
-    row_blocks = torch.arange(r0, r1, device=block_mask.device) // block
-    col_blocks = torch.arange(r1, device=block_mask.device) // block
-    return block_mask[:, :, row_blocks][:, :, :, col_blocks]
+    first, last = r0 // block, (r1 - 1) // block  # query (and key) blocks touched
+    rows = block_mask[:, :, first:last + 1, :last + 1].repeat_interleave(block, dim=-2)
+    rows = rows[:, :, r0 - first * block:r1 - first * block]
+    return rows.repeat_interleave(block, dim=-1)[..., :r1]
 
 
 def block_pair_count(block_mask: torch.Tensor, block: int, length: int) -> torch.Tensor:

@@ -31,5 +31,6 @@ class Dense(PrefillMethod, DecodeMethod):
         return (lambda r0, r1: torch.ones(1, 1, r1 - r0, r1, dtype=torch.bool, device=q.device)), {}
 
     def new_cache(self, q_prompt: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> DecodeCache:
-        check_qkv(q_prompt, k, v, self.name)
+        """q_prompt is not needed (any number of the last prompt queries may be passed)."""
+        check_qkv(k.new_empty(k.shape[0], q_prompt.shape[1], k.shape[2], k.shape[3]), k, v, self.name)
         return DecodeCache(k, v, None, self.name)

@@ -108,8 +108,10 @@ class FlexPrefill(PrefillMethod):
         rank = torch.arange(length, device=n_v.device)
         # Entries past a head's count, and every line of a query-aware head, become padding (= L).
         vs_head = ~query_aware[..., None]
-        verticals = torch.where((rank < n_v[..., None]) & vs_head, est["v_order"], length)
-        slashes = torch.where((rank < n_s[..., None]) & vs_head, est["s_order"], length)
+        widest_v = int((n_v * vs_head[..., 0]).max())  # trim columns that are padding in every head
+        widest_s = int((n_s * vs_head[..., 0]).max())
+        verticals = torch.where((rank < n_v[..., None]) & vs_head, est["v_order"], length)[..., :widest_v]
+        slashes = torch.where((rank < n_s[..., None]) & vs_head, est["s_order"], length)[..., :widest_s]
 
         n_b = cover_count(est["block_mass"], gamma).clamp(low_blocks, high_blocks).clamp(min=1)
         keep = (torch.arange(n_blocks, device=n_b.device) < n_b[..., None]) & query_aware[..., None, None]

@@ -74,10 +74,10 @@ class Quest(DecodeMethod):
         self.token_budget = token_budget
 
     def check_reachable(self, length: int) -> None:
-        if self.compression is not None and length / self.compression < self.page_size:
+        if self.compression is not None and self.compression > 1 and length / self.compression < self.page_size:
             raise BadBudget(f"{self.name}: compression C={self.compression:g} leaves less than one "
                             f"{self.page_size}-token page of a {length}-token prompt; the valid range here "
-                            f"is [1, {length / self.page_size:.3g}]")
+                            f"is [1, {max(1.0, length / self.page_size):.3g}]")
 
     def new_cache(self, q_prompt: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> QuestCache:
         check_qkv(k.new_empty(k.shape[0], q_prompt.shape[1], k.shape[2], k.shape[3]), k, v, self.name)

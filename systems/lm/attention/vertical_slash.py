@@ -50,12 +50,16 @@ def vs_rows(verticals: torch.Tensor, slashes: torch.Tensor, r0: int, r1: int) ->
     # Index r1 is a dump slot for out-of-range entries (padding, future keys), dropped at the end.
     columns = torch.zeros(batch, heads, r1 + 1, dtype=torch.bool, device=device)
     columns.scatter_(-1, verticals.clamp(max=r1), True)
-    rows = torch.arange(r0, r1, device=device)[None, None, :, None]
-    keys = rows - slashes[:, :, None, :]
-    keys = torch.where(keys >= 0, keys, torch.full_like(keys, r1))
-    diagonals = torch.zeros(batch, heads, r1 - r0, r1 + 1, dtype=torch.bool, device=device)
-    diagonals.scatter_(-1, keys, True)
-    return columns[:, :, None, :r1] | diagonals[..., :r1]
+    # Slash offsets as a 0/1 line: on[o] for o in 0..r1-1, preceded by r1 zeros (negative offsets).
+    # Row i, key j needs on[i - j]; reading line[i + 1 + t] for t = 0..r1-1 gives on[i - j] with
+    # j = r1 - 1 - t, so a strided (Toeplitz) view plus a flip builds the rows without indexing.
+    line = torch.zeros(batch, heads, 2 * r1 + 1, dtype=torch.bool, device=device)
+    line.scatter_(-1, (slashes.clamp(max=r1) + r1).clamp(max=2 * r1), True)
+    line[..., 2 * r1] = False  # the dump slot
+    rows = r1 - r0
+    stride_b, stride_h, _ = line.stride()
+    toeplitz = line.as_strided((batch, heads, rows, r1), (stride_b, stride_h, 1, 1), storage_offset=r0 + 1)
+    return columns[:, :, None, :r1] | toeplitz.flip(-1)
 
 
 def vs_pair_count(verticals: torch.Tensor, slashes: torch.Tensor, length: int) -> torch.Tensor:
