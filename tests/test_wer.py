@@ -151,6 +151,23 @@ def test_evaluator_revision_is_stable_pins_everything_and_loads_nothing(monkeypa
     assert rev not in others and len(others) == 4
 
 
+def test_identity_ignores_speed_only_options():
+    # The score cache is keyed by identity(): a different batch size must reuse it, a model must not.
+    assert WER(batch_size=1, cpu_threads=1).identity() == WER(batch_size=16).identity()
+    assert WER(model="whisper-tiny.en").identity() != WER().identity()
+    assert WER(normalizer="whisper-en").identity()["options"] == {"normalizer": "whisper-en"}
+
+
+def test_availability_follows_the_chosen_model(tmp_path, monkeypatch):
+    pytest.importorskip("faster_whisper")
+    monkeypatch.setenv("BENCH_HOME", str(tmp_path))
+    monkeypatch.delenv("BENCH_WHISPER_LARGE_V3_DIR", raising=False)
+    avail = WER(model="whisper-large-v3").availability()
+    assert not avail.ok and "whisper-large-v3" in avail.reason and "Systran/faster-whisper-large-v3" in avail.how_to_fix
+    if WHISPER_BASE.offline_available():
+        assert WER.availability().ok and WER().availability().ok
+
+
 def test_missing_model_is_unavailable_with_how_to_get_it(tmp_path, monkeypatch):
     pytest.importorskip("faster_whisper")
     monkeypatch.setenv("BENCH_HOME", str(tmp_path))

@@ -13,18 +13,25 @@ joined, so a long output is scored whole.
 Batching: the windows of a batch go through one `encode` call and one `generate` call of the
 CTranslate2 model. Every window is padded to 30 s either way, so a window's features, and hence
 its transcript, do not depend on what else is in the batch (tests check batched == one by one).
-On CPU the encoder over a full 30-s window dominates the cost (about 85 % on 2 cores, Whisper
-base), so batching mostly saves decoder steps; on a GPU it saves much more.
+On CPU that buys little: the encoder over a full 30-s window is ~85 % of the cost (Whisper base,
+int8, 2 cores: ~1.3-1.6 s of CPU per window at any batch size, measured 1, 2, 4, 8), and only the
+decoder steps get cheaper per clip. Measured on 11 librivox-mini clips, model loaded once: one call
+per clip 36-38 s, batches of 4 37 s (a shared, loaded machine). Encoding only the clip's length
+instead of 30 s would be 3-10x faster but changes transcripts (measured: repetition loops without
+padding, "ill-sposed" for "ill-disposed" with 1 s of padding), so it is not offered. Two
+single-thread CTranslate2 replicas working on halves of a batch were no faster than 2 intra-op
+threads either (noisy measurements). On a GPU, batching is where the speed comes from.
 
 Scores: WER = (S + D + I) / N over whitespace-separated words of the normalised texts, not capped
 at 1 (as upstream; insertions can push it above 1). With `unit="char"` (the default for zh, ja,
 yue, th via `unit="auto"`) the tokens are the non-space characters: CER. Seed-TTS-eval scores
 Chinese with Paraformer, which no package carries offline; Whisper CER on zh is therefore not
-comparable with published Seed-TTS zh numbers, and the summary says which model was used.
+comparable with published Seed-TTS zh numbers (the evaluator revision names the ASR model).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from importlib import metadata
@@ -193,6 +200,19 @@ def _usable_cores() -> int:
 
 
 # --------------------------------------------------------------------------- the metric
+class _class_or_instance:
+    """A method that receives the instance when called on one, else the class."""
+
+    def __init__(self, function):
+        self.function = function
+
+    def __get__(self, obj, cls):
+        return functools.partial(self.function, obj if obj is not None else cls)
+
+
+SPEED_ONLY_OPTIONS = frozenset({"batch_size", "cpu_threads"})
+
+
 class WER(Metric):
     name = "wer"
     description = ("Word error rate of an ASR transcript (faster-whisper, greedy) against the input "
@@ -219,7 +239,9 @@ class WER(Metric):
         default_type = "int8" if self.device == "cpu" else "float16"
         self.compute_type = str(options.get("compute_type", default_type))
         try:
-            self.batch_size = int(options.get("batch_size", 8))
+            # Batches hold whole 30-s windows; encoder attention needs ~70 MB per window and layer
+            # on CPU (base), more for large models, and on CPU a batch saves little (see above).
+            self.batch_size = int(options.get("batch_size", 4 if self.device == "cpu" else 16))
             self.cpu_threads = int(options.get("cpu_threads", 0)) or _usable_cores()
         except (TypeError, ValueError) as exc:
             raise BenchError(f"wer options batch_size and cpu_threads must be integers: {exc}") from None
@@ -229,17 +251,23 @@ class WER(Metric):
         self._prompt_cache: dict[str, tuple[list[int], tuple[int, ...], Any]] = {}
 
     # ----------------------------------------------------------------- identity
-    @classmethod
-    def availability(cls) -> Availability:
+    @_class_or_instance
+    def availability(self_or_cls) -> Availability:
+        """On the class: for the default model (what `bench metrics list` shows); on an instance:
+        for the model its options chose. Cheap checks only: load() verifies the sha256s."""
         found = module_available("faster_whisper", "faster-whisper")
         if not found.ok:
             return found
-        model = WHISPER_BASE
-        model_bin = model.folder() / "model.bin"
-        # Cheap checks only (no sha256 of 145 MB here): load() verifies the files fully.
-        if model_bin.is_file() or model.offline_available():
+        model = self_or_cls.model_spec if isinstance(self_or_cls, WER) else WHISPER_BASE
+        if (model.folder() / "model.bin").is_file() or model.offline_available():
             return Availability.yes()
         return Availability.no(f"evaluator model '{model.name}' is not installed", model.how_to_get())
+
+    def identity(self) -> dict[str, Any]:
+        # Options that only change speed are left out, so the score cache is shared across them.
+        ident = super().identity()
+        ident["options"] = {k: v for k, v in ident["options"].items() if k not in SPEED_ONLY_OPTIONS}
+        return ident
 
     def evaluator_revision(self) -> str:
         # Everything that can change a transcript or its score, and nothing that needs the model.
