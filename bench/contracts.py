@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Iterator, Sequence
+from typing import Protocol as TypingProtocol
 
 from bench.audio import Audio
 
@@ -219,20 +220,21 @@ class Metric:
 
 
 # --------------------------------------------------------------------------- language models
-@dataclass(frozen=True)
-class LongContextSample:
-    """One generated long-context sample. `answers` are the gold strings; `scoring` names the rule
-    the task applies to a prediction (e.g. 'exact', 'all', 'set'); the task's `score` implements it."""
+class LongContextSample(TypingProtocol):
+    """What the engine needs of a long-context sample (tasks.longctx.LongContextSample is the
+    implementation): a stable id, the prompt, the gold continuation for teacher forcing, and a
+    scoring rule applied by `score(prediction) -> float in [0, 1]`."""
 
     id: str
     task: str
-    context: str
-    question: str
+    prompt: str
+    target: str
     answers: tuple[str, ...]
-    scoring: str = "exact"
-    length_tokens: int | None = None  # the length the sample was generated for
-    seed: int = 0
-    meta: dict[str, Any] = field(default_factory=dict)
+    scoring: str
+
+    def score(self, prediction: str) -> float: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
 
 
 @dataclass
