@@ -135,7 +135,9 @@ def score_metric(metric: Metric, jobs: list[ScoreJob], out: JsonlAppender, *, ca
                  progress: Callable[[int], None] | None = None) -> dict[str, int]:
     """Scores `jobs` with one metric, appending a record per job to `out`. Returns counters."""
     counts = {"scored": 0, "cached": 0, "failed": 0}
-    pending: list[tuple[ScoreJob, MetricInput, str]] = []
+    # Pending inputs by cache key: identical inputs (the same audio and text, e.g. a target that
+    # appears with two prompts) are scored once and the result is given to every job that has it.
+    pending: dict[str, tuple[MetricInput, list[ScoreJob]]] = {}
     loaded = False
 
     def record(job: ScoreJob, res: MetricOutput, cached: bool) -> dict[str, Any]:
@@ -149,15 +151,17 @@ def score_metric(metric: Metric, jobs: list[ScoreJob], out: JsonlAppender, *, ca
         if not loaded:
             metric.load()
             loaded = True
-        results = metric.score_batch([inp for _, inp, _ in pending])
-        if len(results) != len(pending):
-            raise RuntimeError(f"metric '{metric.name}' returned {len(results)} results for {len(pending)} inputs")
+        keys = list(pending)
+        results = metric.score_batch([pending[k][0] for k in keys])
+        if len(results) != len(keys):
+            raise RuntimeError(f"metric '{metric.name}' returned {len(results)} results for {len(keys)} inputs")
         rows = []
-        for (job, _, key), res in zip(pending, results):
+        for key, res in zip(keys, results):
             res = _checked(metric, res)
             cache.put(metric.name, key, res)
-            rows.append(record(job, res, False))
-            counts["failed" if res.failure else "scored"] += 1
+            for job in pending[key][1]:
+                rows.append(record(job, res, False))
+                counts["failed" if res.failure else "scored"] += 1
         out.extend(rows)
         if progress:
             progress(len(rows))
@@ -171,12 +175,15 @@ def score_metric(metric: Metric, jobs: list[ScoreJob], out: JsonlAppender, *, ca
             counts["failed"] += 1
             continue
         key = cache_key(metric, prepared)
+        if key in pending:
+            pending[key][1].append(job)
+            continue
         cached = cache.get(metric.name, key)
         if cached is not None:
             hits.append(record(job, cached, True))
             counts["cached"] += 1
             continue
-        pending.append((job, prepared, key))
+        pending[key] = (prepared, [job])
         if len(pending) >= batch_size:
             flush()
     out.extend(hits)

@@ -60,25 +60,63 @@ def _child(conn: Any, kind: str, name: str, options: dict[str, Any]) -> None:
             return
         if request is None:
             return
-        text, prompt, item = request
-        try:
-            start = time.perf_counter()
-            first = None
-            chunks, rate = [], None
-            for chunk in system.synthesize_stream(text, prompt, item):
-                if first is None:
-                    first = time.perf_counter() - start
-                if rate is not None and chunk.sample_rate != rate:
-                    raise ValueError(f"chunks changed sample rate {rate} -> {chunk.sample_rate}")
-                rate = chunk.sample_rate
-                chunks.append(np.asarray(chunk.samples, dtype=np.float32))
-            elapsed = time.perf_counter() - start
-            samples = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
-            conn.send(("ok", SynthesisResult(samples, rate, elapsed, first if system.streaming else None,
-                                             peak_rss_mb(), peak_gpu_mb=_peak_gpu_mb())))
-        except Exception as exc:
-            conn.send(("ok", SynthesisResult(None, None, None, None, peak_rss_mb(), "exception",
-                                             f"{type(exc).__name__}: {exc}")))
+        op, payload = request
+        if op == "synthesize":
+            conn.send(("ok", _synthesize(system, *payload)))
+        else:
+            conn.send(_call(system, *payload))
+
+
+def _synthesize(system: Any, text: str, prompt: Any, item: Any) -> SynthesisResult:
+    from bench.hardware import peak_rss_mb
+
+    try:
+        start = time.perf_counter()
+        first = None
+        chunks, rate = [], None
+        for chunk in system.synthesize_stream(text, prompt, item):
+            if first is None:
+                first = time.perf_counter() - start
+            if rate is not None and chunk.sample_rate != rate:
+                raise ValueError(f"chunks changed sample rate {rate} -> {chunk.sample_rate}")
+            rate = chunk.sample_rate
+            chunks.append(np.asarray(chunk.samples, dtype=np.float32))
+        elapsed = time.perf_counter() - start
+        samples = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
+        return SynthesisResult(samples, rate, elapsed, first if system.streaming else None,
+                               peak_rss_mb(), peak_gpu_mb=_peak_gpu_mb())
+    except Exception as exc:
+        return SynthesisResult(None, None, None, None, peak_rss_mb(), "exception", f"{type(exc).__name__}: {exc}")
+
+
+def _call(system: Any, method: str, args: tuple, kwargs: dict[str, Any]) -> tuple[str, Any]:
+    """Any other method of the system (LM scoring, sample generation): ('ok', CallResult) or
+    ('error', 'Type: message'). The exception's type name is kept so callers can tell a budget
+    error from a crash of the model."""
+    from bench.hardware import peak_rss_mb
+
+    try:
+        start = time.perf_counter()
+        value = getattr(system, method)(*args, **kwargs)
+        return "ok", CallResult(value, time.perf_counter() - start, peak_rss_mb(), _peak_gpu_mb())
+    except Exception as exc:
+        return "error", f"{type(exc).__name__}: {exc}"
+
+
+@dataclass
+class CallResult:
+    value: Any
+    seconds: float
+    peak_rss_mb: float
+    peak_gpu_mb: float | None
+
+
+class CallFailed(Exception):
+    """A worker call that raised (reason 'exception'), hung ('timeout') or crashed ('crashed')."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
 
 
 class SystemWorker:
@@ -131,22 +169,34 @@ class SystemWorker:
                 self._proc.join()
             self._proc = None
 
-    def synthesize(self, text: str, prompt: Any, item: Any) -> SynthesisResult:
+    def _request(self, request: tuple) -> tuple[str, Any]:
+        """Send one request; ('timeout' | 'crashed', detail) when the child hangs or dies, after
+        which the next request starts a fresh child."""
         if self._proc is None:
             self.start()
         try:
-            self._conn.send((text, prompt, item))
+            self._conn.send(request)
             if not self._conn.poll(self.timeout_s):
                 self._kill()
-                return SynthesisResult(None, None, None, None, None, "timeout",
-                                       f"no result within {self.timeout_s:g} s; the process was killed")
-            status, result = self._conn.recv()
-            return result
+                return "timeout", f"no result within {self.timeout_s:g} s; the process was killed"
+            return self._conn.recv()
         except (EOFError, BrokenPipeError, ConnectionResetError):
             code = self._proc.exitcode if self._proc is not None else None
             self._kill()
-            return SynthesisResult(None, None, None, None, None, "crashed",
-                                   f"the system process died (exit code {code})")
+            return "crashed", f"the system process died (exit code {code})"
+
+    def synthesize(self, text: str, prompt: Any, item: Any) -> SynthesisResult:
+        status, result = self._request(("synthesize", (text, prompt, item)))
+        if status == "ok":
+            return result
+        return SynthesisResult(None, None, None, None, None, status, result)
+
+    def call(self, method: str, *args: Any, **kwargs: Any) -> CallResult:
+        """Call `system.<method>(*args, **kwargs)` in the child; raises CallFailed."""
+        status, result = self._request(("call", (method, args, kwargs)))
+        if status == "ok":
+            return result
+        raise CallFailed("exception" if status == "error" else status, result)
 
     def _kill(self) -> None:
         if self._proc is not None:

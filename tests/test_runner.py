@@ -231,3 +231,14 @@ def test_bench_help_is_fast_and_light():
             "print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_identical_inputs_in_a_batch_are_scored_once(tmp_path, monkeypatch):
+    log = tmp_path / "metric.log"
+    monkeypatch.setenv("BENCH_TEST_METRIC_LOG", str(log))
+    manifest = write_manifest(tmp_path, {"x1": "same text", "x2": "same text", "y": "other"})
+    assert run_cli("--systems", TONE, "--task", TASK, "--task-opt", f"manifest={manifest}",
+                   "--out", str(tmp_path / "out")) == 0
+    assert log.read_text().split() == ["2"]  # three items, two distinct inputs, one call
+    scores = {s["item_id"]: s for s in read_jsonl(only_run_folder(tmp_path / "out") / "scores.jsonl")}
+    assert scores["x1"]["values"] == scores["x2"]["values"] and len(scores) == 3
