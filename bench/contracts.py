@@ -280,6 +280,16 @@ class LMSystem(System):
                      budget: dict[str, Any], mode: str = "teacher-forced") -> LMScore:
         raise NotImplementedError
 
+    def make_samples(self, task: str, task_options: dict[str, Any], length_tokens: int, n: int,
+                     seed: int) -> list[LongContextSample]:
+        """Samples of a registered LM task at `length_tokens` of this model's tokenizer."""
+        from bench import registry
+
+        lm_task = registry.create("task", task, **task_options)
+        if not isinstance(lm_task, LMTask):
+            raise TypeError(f"task '{task}' is not a long-context LM task")
+        return lm_task.samples(length_tokens, n, seed, count_tokens=self.count_tokens)
+
 
 class LMTask(Task):
     """Generates long-context samples, deterministic by seed, at a requested token length."""
@@ -292,4 +302,6 @@ class LMTask(Task):
         raise NotImplementedError
 
     def items(self) -> list[TTSItem]:
-        raise TypeError(f"task '{self.name}' is a long-context LM task: use `bench sweep`, not `bench run`")
+        from bench.errors import BenchError
+
+        raise BenchError(f"task '{self.name}' is a long-context LM task: use `bench sweep`, not `bench run`")

@@ -1,0 +1,216 @@
+"""Sparse-attention sweeps: models x methods x compression ratios x tasks x lengths x phases.
+
+A sweep is a frozen, hashed grid (like a run spec) whose folder holds
+    spec.json        the grid and the model identities
+    samples/         the generated samples, one JSONL per (model, task, length): what was asked
+    records.jsonl    one record per (model, task, length, sample, phase, method, compression)
+    analysis/        written by `analyse`: tables, frontier plot, safe sparsity, scaling-law fit
+Each model runs in its own worker process (bench.worker), loaded once; a call that hangs or
+crashes costs one record. Records are appended durably, so a killed sweep resumes by key.
+
+Phases: 'prefill' makes the prompt's attention sparse and keeps the answer tokens dense;
+'decode' keeps the prompt dense and makes the answer tokens attend through the decode method.
+The dense baseline (method 'dense', compression 1) is run once per sample and serves both phases.
+A budget a method cannot realise at a length (BadBudget) is a counted failure with its reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from bench import __version__, registry
+from bench.errors import BenchError, SpecMismatch
+from bench.jsonio import JsonlAppender, canonical, read_json, read_jsonl, write_json_atomic
+from bench.worker import CallFailed, SystemWorker
+
+# The Sparse Frontier's grid of compression ratios.
+PAPER_COMPRESSIONS = (1.43, 1.67, 2.0, 2.5, 3.33, 5.0, 7.5, 10.0, 15.0, 20.0)
+DENSE = "dense"
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    models: tuple[str, ...]
+    tasks: tuple[str, ...]
+    lengths: tuple[int, ...]
+    prefill_methods: tuple[str, ...]
+    decode_methods: tuple[str, ...]
+    compressions: tuple[float, ...]
+    n_samples: int
+    seed: int = 0
+    mode: str = "teacher-forced"
+    model_identities: tuple[dict[str, Any], ...] = ()
+    harness_version: str = __version__
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    def digest(self) -> str:
+        return hashlib.sha256(canonical(self.to_dict()).encode()).hexdigest()
+
+    def folder_name(self) -> str:
+        return f"sweep-{self.digest()[:12]}"
+
+    def configs(self) -> list[tuple[str, str, float]]:
+        """(phase, method, compression) for every sparse configuration, dense baseline first."""
+        out = [("dense", DENSE, 1.0)]
+        for phase, methods in (("prefill", self.prefill_methods), ("decode", self.decode_methods)):
+            out += [(phase, m, c) for m in methods for c in self.compressions]
+        return out
+
+
+def validate_grid(spec: SweepSpec) -> None:
+    problems = []
+    if not spec.models:
+        problems.append("no models")
+    if not spec.tasks:
+        problems.append("no tasks")
+    if not spec.lengths or any(length <= 0 for length in spec.lengths):
+        problems.append(f"lengths must be positive token counts, got {list(spec.lengths)}")
+    if any(c <= 1.0 for c in spec.compressions):
+        problems.append(f"compression ratios must be > 1 (C = 1/(1 - sparsity); 1 is the dense baseline, "
+                        f"always run), got {list(spec.compressions)}")
+    if not spec.compressions:
+        problems.append("no compression ratios")
+    if not spec.prefill_methods and not spec.decode_methods:
+        problems.append("no methods in either phase")
+    if DENSE in spec.prefill_methods or DENSE in spec.decode_methods:
+        problems.append("'dense' is the baseline and always runs; list only sparse methods")
+    if spec.n_samples <= 0:
+        problems.append("samples per configuration must be positive")
+    if spec.mode not in ("teacher-forced", "generate"):
+        problems.append(f"mode must be 'teacher-forced' or 'generate', got {spec.mode!r}")
+    if problems:
+        raise BenchError("bad sweep grid: " + "; ".join(problems))
+
+
+def record_key(r: dict[str, Any]) -> tuple:
+    return (r["model"], r["task"], r["length"], r["sample_id"], r["phase"], r["method"], float(r["compression"]))
+
+
+@dataclass
+class Sweep:
+    spec: SweepSpec
+    out_root: Path
+    timeout_s: float = 900.0
+    progress: bool = True
+    model_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.out_root) / self.spec.folder_name()
+
+    def _write_or_check_spec(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / "spec.json"
+        if path.exists():
+            if read_json(path).get("digest") != self.spec.digest():
+                raise SpecMismatch(f"{self.folder} holds a different sweep; use another --out folder")
+        else:
+            write_json_atomic(path, {"digest": self.spec.digest(), "spec": self.spec.to_dict()})
+
+    def run(self) -> Path:
+        validate_grid(self.spec)
+        self._write_or_check_spec()
+        done = {record_key(r) for r in read_jsonl(self.folder / "records.jsonl")}
+        total = len(self.spec.models) * len(self.spec.tasks) * len(self.spec.lengths) * \
+            self.spec.n_samples * len(self.spec.configs())
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, initial=len(done), desc="sweep", unit="eval", disable=not self.progress,
+                   file=sys.stderr, dynamic_ncols=True)
+        try:
+            with JsonlAppender(self.folder / "records.jsonl") as out:
+                for model in self.spec.models:
+                    self._run_model(model, done, out, bar)
+        finally:
+            bar.close()
+        return self.folder
+
+    def _run_model(self, model: str, done: set, out: JsonlAppender, bar: Any) -> None:
+        worker = SystemWorker(model, self.model_options.get(model, {}), timeout_s=self.timeout_s)
+        try:
+            worker.start()
+        except RuntimeError as exc:
+            raise BenchError(f"model '{model}' could not load: {exc}") from exc
+        try:
+            shape = worker.call("shape").value
+            max_context = worker.call("max_context").value
+            for task in self.spec.tasks:
+                for length in self.spec.lengths:
+                    if length > max_context:
+                        raise BenchError(f"length {length} is beyond model '{model}''s context of "
+                                         f"{max_context} tokens; drop it from --lengths")
+                    samples = self._samples(worker, model, task, length)
+                    for sample in samples:
+                        for phase, method, compression in self.spec.configs():
+                            key = (model, task, length, sample.id, phase, method, float(compression))
+                            if key in done:
+                                continue
+                            out.append(self._evaluate(worker, key, sample, shape))
+                            done.add(key)
+                            bar.update(1)
+        finally:
+            worker.stop()
+
+    def _samples(self, worker: SystemWorker, model: str, task: str, length: int) -> list[Any]:
+        """Generated inside the model's process (its tokenizer sets the length); stored for the record."""
+        try:
+            samples = worker.call("make_samples", task, {}, length, self.spec.n_samples, self.spec.seed).value
+        except CallFailed as exc:
+            raise BenchError(f"task '{task}' at {length} tokens for model '{model}': {exc.detail}") from exc
+        path = self.folder / "samples" / f"{_safe(model)}__{_safe(task)}__L{length}.jsonl"
+        if not path.exists():
+            tmp = path.with_suffix(".tmp")
+            with JsonlAppender(tmp) as out:
+                out.extend(s.to_dict() for s in samples)
+            tmp.replace(path)
+        return samples
+
+    def _evaluate(self, worker: SystemWorker, key: tuple, sample: Any, shape: dict[str, Any]) -> dict[str, Any]:
+        model, task, length, sample_id, phase, method, compression = key
+        record: dict[str, Any] = {"model": model, "params": shape.get("n_params"), "task": task, "length": length,
+                                  "sample_id": sample_id, "phase": phase, "method": method,
+                                  "compression": compression, "score": None, "correct": None, "sparsity": None,
+                                  "prediction": None, "seconds": None, "failure": None, "detail": ""}
+        budget = {} if method == DENSE else {"compression": compression}
+        try:
+            res = worker.call("score_sample", sample, method=method,
+                              phase="prefill" if phase == "dense" else phase, budget=budget,
+                              mode=self.spec.mode)
+        except CallFailed as exc:
+            reason = "bad_budget" if exc.detail.startswith("BadBudget") else exc.reason
+            record.update(failure=reason, detail=exc.detail[:1000])
+            return record
+        score = res.value
+        record.update(score=float(score.score), correct=int(score.score >= 1.0), sparsity=float(score.sparsity),
+                      prediction=score.prediction, seconds=res.seconds)
+        return record
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in name)
+
+
+def load_records(folder: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    spec_path = Path(folder) / "spec.json"
+    if not spec_path.exists():
+        raise BenchError(f"{folder} is not a sweep folder (no spec.json)")
+    return read_json(spec_path)["spec"], read_jsonl(Path(folder) / "records.jsonl", repair_tail=False)
+
+
+def grid_from_names(models: Iterable[str], **kw: Any) -> SweepSpec:
+    """A SweepSpec with model identities resolved through the registry (unknown names fail here)."""
+    model_options = kw.pop("model_options", {})
+    identities = []
+    for m in models:
+        cls = registry.get_class("system", m)
+        if getattr(cls, "family", "") != "lm":
+            raise BenchError(f"'{m}' is not a language model (family '{getattr(cls, 'family', '')}'); "
+                             "`bench systems list` marks LMs [lm]")
+        identities.append(cls(**model_options.get(m, {})).identity())
+    return SweepSpec(models=tuple(models), model_identities=tuple(identities), **kw)
