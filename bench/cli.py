@@ -85,6 +85,34 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("action", choices=["list"], nargs="?", default="list")
         p.add_argument("--json", action="store_true")
 
+    sweep = sub.add_parser("sweep", help="sparse attention: models x methods x compressions x tasks x lengths x phases")
+    sweep.add_argument("--models", required=True, help="comma-separated LM systems, e.g. tiny-llama-xs,tiny-llama-s")
+    sweep.add_argument("--tasks", required=True, help="comma-separated LM tasks, e.g. niah-single,variable-tracking")
+    sweep.add_argument("--lengths", required=True, help="comma-separated prompt lengths in tokens, e.g. 512,1024")
+    sweep.add_argument("--prefill-methods", default="vertical-slash,flexprefill,block-sparse",
+                       help="comma-separated prefill methods ('' for none)")
+    sweep.add_argument("--decode-methods", default="snapkv,ada-snapkv,quest",
+                       help="comma-separated decode methods ('' for none)")
+    sweep.add_argument("--compressions", default="1.43,2,3.33,5,10,20",
+                       help="compression ratios C = 1/(1 - sparsity), each > 1 (dense runs always)")
+    sweep.add_argument("--samples", type=int, default=20, help="samples per (task, length)")
+    sweep.add_argument("--seed", type=int, default=0)
+    sweep.add_argument("--mode", choices=["teacher-forced", "generate"], default="teacher-forced")
+    sweep.add_argument("--out", type=Path, default=Path("runs"))
+    sweep.add_argument("--timeout", type=float, default=900.0, help="seconds per evaluation before the model is killed")
+    sweep.add_argument("--margin", type=float, default=0.10, help="non-inferiority margin for safe sparsity")
+    sweep.add_argument("--no-analysis", action="store_true", help="only run; analyse later with `bench fit`")
+    sweep.add_argument("--no-progress", action="store_true")
+
+    fit = sub.add_parser("fit", help="analyse a sweep folder (frontier, safe sparsity, scaling law) or fit "
+                                     "a Chinchilla law to a CSV of params,tokens,loss")
+    fit.add_argument("path", type=Path, help="a sweep folder, or a CSV file with --chinchilla")
+    fit.add_argument("--chinchilla", action="store_true", help="fit L(N, D) = E + A/N^a + B/D^b to the CSV")
+    fit.add_argument("--bootstrap", type=int, default=200, help="bootstrap refits for Chinchilla CIs")
+    fit.add_argument("--margin", type=float, default=0.10, help="non-inferiority margin for safe sparsity")
+    fit.add_argument("--alpha", type=float, default=0.05)
+    fit.add_argument("--correction", choices=["holm", "none"], default="holm")
+
     models = sub.add_parser("models", help="evaluator weights: list, verify, install")
     models.add_argument("action", choices=["list", "verify", "install"])
     models.add_argument("names", nargs="*", help="model names (default: all)")
@@ -107,6 +135,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_list(args.command[:-1], args.json)
         if args.command == "models":
             return _cmd_models(args)
+        if args.command == "sweep":
+            return _cmd_sweep(args)
+        if args.command == "fit":
+            return _cmd_fit(args)
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -150,6 +182,65 @@ def _cmd_run(args: argparse.Namespace) -> int:
     else:
         print(console_table(summary))
         print(f"\nsummary: {run.folder / 'summary.json'}")
+    return 0
+
+
+def _floats(csv: str, flag: str) -> tuple[float, ...]:
+    from bench.errors import BenchError
+
+    try:
+        return tuple(float(x) for x in csv.split(",") if x.strip())
+    except ValueError:
+        raise BenchError(f"{flag} expects comma-separated numbers, got '{csv}'") from None
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from bench.registry import parse_names
+    from bench.sweep import Sweep, grid_from_names
+
+    spec = grid_from_names(
+        parse_names(args.models), tasks=tuple(parse_names(args.tasks)),
+        lengths=tuple(int(x) for x in _floats(args.lengths, "--lengths")),
+        prefill_methods=tuple(parse_names(args.prefill_methods)),
+        decode_methods=tuple(parse_names(args.decode_methods)),
+        compressions=_floats(args.compressions, "--compressions"), n_samples=args.samples, seed=args.seed,
+        mode=args.mode)
+    sweep = Sweep(spec, args.out, timeout_s=args.timeout, progress=not args.no_progress)
+    print(f"sweep folder: {sweep.folder}", file=sys.stderr)
+    folder = sweep.run()
+    if not args.no_analysis:
+        from bench.sparse.report import analyse
+
+        analyse(folder, margin=args.margin)
+        print((folder / "analysis" / "report.txt").read_text())
+    print(f"records: {folder / 'records.jsonl'}")
+    return 0
+
+
+def _cmd_fit(args: argparse.Namespace) -> int:
+    from bench.errors import BenchError
+    from bench.jsonio import dumps
+
+    if args.chinchilla:
+        import csv
+
+        from bench.sparse.scaling import fit_chinchilla
+
+        if not args.path.is_file():
+            raise BenchError(f"{args.path} is not a file")
+        with open(args.path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        try:
+            n, d, loss = ([float(r[k]) for r in rows] for k in ("params", "tokens", "loss"))
+        except (KeyError, ValueError) as exc:
+            raise BenchError(f"{args.path}: needs numeric columns params,tokens,loss ({exc})") from None
+        print(dumps(fit_chinchilla(n, d, loss, bootstrap=args.bootstrap), indent=2))
+        return 0
+    from bench.sparse.report import analyse
+
+    analyse(args.path, margin=args.margin, alpha=args.alpha, correction=args.correction)
+    print((args.path / "analysis" / "report.txt").read_text())
+    print(f"analysis: {args.path / 'analysis'}")
     return 0
 
 

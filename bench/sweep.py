@@ -140,6 +140,7 @@ class Sweep:
         try:
             shape = worker.call("shape").value
             max_context = worker.call("max_context").value
+            write_json_atomic(self.folder / "models" / f"{_safe(model)}.json", {**shape, "system_name": model})
             for task in self.spec.tasks:
                 for length in self.spec.lengths:
                     if length > max_context:
