@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# One-time set-up: Debian packages for the classic TTS engines, then a virtualenv with everything.
+# One-time set-up: Debian packages (the classic TTS engines; pocketsphinx-testdata, whose clips the
+# tests compare with the shipped copies), then a virtualenv with everything.
 # Idempotent: a second run only checks. Used by `make demo`, `make test` and .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBS="espeak-ng flite festival festvox-kallpc16k"
+DEBS="espeak-ng flite festival festvox-kallpc16k pocketsphinx-testdata"
 missing=""
 for deb in $DEBS; do
   dpkg-query -W -f='${Status}' "$deb" 2>/dev/null | grep -q "ok installed" || missing="yes"

@@ -12,8 +12,9 @@ from bench.contracts import MetricInput
 from bench.errors import BenchError
 from bench.metrics.intrusive import PESQ, STOI
 
-CLEAN_PATH = Path("/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-0880.wav")
-pytestmark = pytest.mark.skipif(not CLEAN_PATH.is_file(), reason="apt-get install pocketsphinx-testdata")
+from tests.speech_data import LIBRIVOX
+
+CLEAN_PATH = LIBRIVOX[1]  # lv0880
 
 
 @pytest.fixture(scope="module")

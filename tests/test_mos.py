@@ -14,11 +14,11 @@ from bench.contracts import MetricInput
 from bench.errors import Unavailable
 from bench.metrics.mos import DISTILLMOS_V7, DNSMOS, DNSMOS_ONNX, UTMOS, UTMOS22_STRONG, DistillMOS
 
-DATA = Path("/usr/share/pocketsphinx/test/data")
-CLEAN = DATA / "librivox" / "sense_and_sensibility_01_austen_64kb-0880.wav"
-CLIPS = [CLEAN, DATA / "cards" / "001.wav", DATA / "goforward.raw"]
+from tests.speech_data import CARDS, GOFORWARD, LIBRIVOX
 
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="apt-get install pocketsphinx-testdata")
+CLEAN = LIBRIVOX[1]  # lv0880
+CLIPS = [CLEAN, CARDS[0], GOFORWARD]
+
 
 
 def noisy_copy(path: Path, seed: int = 1234) -> Audio:
@@ -109,7 +109,6 @@ GOLDEN_DISTILLMOS = {CLIPS[0].stem: 3.43461, CLIPS[1].stem: 3.81606, CLIPS[2].st
 
 
 @pytest.mark.slow
-@needs_data
 def test_dnsmos_golden_values(dnsmos_outputs):
     for inp, out in zip(golden_inputs(), dnsmos_outputs):
         assert out.failure is None
@@ -118,7 +117,6 @@ def test_dnsmos_golden_values(dnsmos_outputs):
 
 
 @pytest.mark.slow
-@needs_data
 def test_dnsmos_clean_beats_noisy(dnsmos_outputs):
     clean, noisy = dnsmos_outputs[0].values, dnsmos_outputs[3].values
     assert clean["ovrl"] - noisy["ovrl"] > 1.0
@@ -126,7 +124,6 @@ def test_dnsmos_clean_beats_noisy(dnsmos_outputs):
 
 
 @pytest.mark.slow
-@needs_data
 def test_distillmos_golden_values_and_noise(distillmos):
     outs = distillmos.score_batch(golden_inputs())
     measured = {inp.item_id: out.values["distillmos"] for inp, out in zip(golden_inputs(), outs)}
@@ -135,7 +132,6 @@ def test_distillmos_golden_values_and_noise(distillmos):
 
 
 @pytest.mark.slow
-@needs_data
 def test_distillmos_batching_gives_the_same_numbers(distillmos):
     inputs = [MetricInput(p.stem, read_audio(p)) for p in CLIPS[1:]]  # both shorter than 7.68 s
     one_by_one = [o.values["distillmos"] for o in distillmos.score_batch(inputs)]
@@ -148,7 +144,6 @@ def test_distillmos_batching_gives_the_same_numbers(distillmos):
 
 
 @pytest.mark.slow
-@needs_data
 def test_distillmos_loads_without_torchaudio_and_leaves_no_placeholder(distillmos):
     placeholder = sys.modules.get("torchaudio")
     assert placeholder is None or hasattr(placeholder, "__version__")  # absent, or a real torchaudio
@@ -159,7 +154,6 @@ def test_distillmos_loads_without_torchaudio_and_leaves_no_placeholder(distillmo
 
 
 @pytest.mark.slow
-@needs_data
 def test_missing_hypothesis_and_wrong_rate(distillmos):
     (out,) = distillmos.score_batch([MetricInput("gone", None)])
     assert out.failure.startswith("missing_hypothesis")

@@ -18,11 +18,10 @@ from bench.contracts import MetricInput
 from bench.errors import BenchError, Unavailable
 from bench.metrics.sim import RESEMBLYZER_GE2E, SpeakerSim, _ecapa_tdnn_class, torch_threads
 
-DATA = Path("/usr/share/pocketsphinx/test/data")
-LIBRIVOX = [DATA / "librivox" / f"sense_and_sensibility_01_austen_64kb-0{n}.wav" for n in (870, 880, 890, 920, 930)]
-OTHERS = [DATA / "cards" / f"00{n}.wav" for n in (1, 2, 3, 4, 5)] + [DATA / "goforward.raw"]
+from tests.speech_data import CARDS, GOFORWARD, LIBRIVOX
 
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="apt-get install pocketsphinx-testdata")
+OTHERS = CARDS + [GOFORWARD]
+
 
 
 def clip(path: Path) -> Audio:
@@ -129,7 +128,6 @@ def test_ecapa_head_has_the_unispeech_checkpoint_layout():
 
 # --------------------------------------------------------------------------- real model
 @pytest.mark.slow
-@needs_data
 def test_identical_audio_scores_one(sim):
     (out,) = sim.score_batch([pair(LIBRIVOX[0], LIBRIVOX[0])])
     assert out.failure is None
@@ -137,7 +135,6 @@ def test_identical_audio_scores_one(sim):
 
 
 @pytest.mark.slow
-@needs_data
 def test_golden_values(sim):
     cases = [
         (LIBRIVOX[0], LIBRIVOX[2], 0.92670),  # same reader
@@ -153,7 +150,6 @@ def test_golden_values(sim):
 
 
 @pytest.mark.slow
-@needs_data
 def test_same_speaker_beats_different_speaker(sim):
     clips = [clip(p).samples for p in LIBRIVOX + OTHERS[:1] + OTHERS[5:]]
     emb = np.stack(sim.embed(clips))
@@ -166,7 +162,6 @@ def test_same_speaker_beats_different_speaker(sim):
 
 
 @pytest.mark.slow
-@needs_data
 def test_batched_partials_match_resemblyzer_per_clip_path(sim):
     clips = [clip(p).samples for p in (LIBRIVOX[1], OTHERS[0], OTHERS[5])]
     batched = sim.embed(clips)
@@ -177,7 +172,6 @@ def test_batched_partials_match_resemblyzer_per_clip_path(sim):
 
 
 @pytest.mark.slow
-@needs_data
 def test_order_and_batch_composition_do_not_change_values(sim):
     inputs = [pair(LIBRIVOX[0], LIBRIVOX[2], "a"), pair(OTHERS[1], LIBRIVOX[2], "b")]
     together = [o.values["sim"] for o in sim.score_batch(inputs)]
@@ -186,7 +180,6 @@ def test_order_and_batch_composition_do_not_change_values(sim):
 
 
 @pytest.mark.slow
-@needs_data
 def test_no_voiced_audio_is_a_failure_with_reason(sim):
     # A 50 Hz hum passes the scorer's validation (it is loud) but holds no speech for the VAD.
     t = np.arange(32000) / 16000
@@ -199,7 +192,6 @@ def test_no_voiced_audio_is_a_failure_with_reason(sim):
 
 
 @pytest.mark.slow
-@needs_data
 def test_missing_prompt_and_wrong_rate(sim):
     (out,) = sim.score_batch([MetricInput("x", clip(LIBRIVOX[1]), prompt=None)])
     assert out.failure.startswith("no_prompt")

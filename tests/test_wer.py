@@ -25,7 +25,7 @@ from bench.metrics.wer import (WER, WHISPER_BASE, WHISPER_LARGE_V3, WHISPER_TINY
                                resolve_unit, tokenize)
 from bench.textnorm import normalize
 
-LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
+from tests.speech_data import LIBRIVOX, LIBRIVOX_IDS, package_transcripts
 
 
 # --------------------------------------------------------------------------- edit distance
@@ -220,13 +220,8 @@ def test_offline_sources_are_present_for_the_offline_models():
 
 # --------------------------------------------------------------------------- slow: real Whisper
 def librivox_inputs() -> list[MetricInput]:
-    if not (LIBRIVOX / "transcription").is_file():
-        pytest.skip("Debian package pocketsphinx-testdata is not installed")
-    items = []
-    for line in (LIBRIVOX / "transcription").read_text().splitlines():
-        m = re.match(r"<s> (.*) </s> \((.*)\)", line.strip())
-        items.append(MetricInput(m.group(2), read_audio(LIBRIVOX / f"{m.group(2)}.wav"), text=m.group(1)))
-    return items
+    texts = package_transcripts()
+    return [MetricInput(f"lv{n}", read_audio(path), text=texts[n]) for n, path in zip(LIBRIVOX_IDS, LIBRIVOX)]
 
 
 GOLDEN_BASE = [  # (transcript, seedtts errors, reference words)
