@@ -79,8 +79,8 @@ class EvaluatorModel:
             ways.append(f"bench models install {self.name} --online (downloads {self.hub_id}"
                         f"@{(self.hub_revision or 'main')[:12]})")
         if self.env_var:
-            ways.append(f"or put the files ({', '.join(f.name for f in self.files)}) in a folder "
-                        f"and set {self.env_var} to it")
+            ways.append(f"{'or ' if ways else ''}put the files ({', '.join(f.name for f in self.files)}) "
+                        f"in a folder and set {self.env_var} to it")
         return "; ".join(ways) or "no known source"
 
     def check(self) -> tuple[str, str]:
