@@ -113,6 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--alpha", type=float, default=0.05)
     fit.add_argument("--correction", choices=["holm", "none"], default="holm")
 
+    report = sub.add_parser("report", help="write an HTML report of a run folder (reads its summary.json)")
+    report.add_argument("run_folder", type=Path)
+    report.add_argument("--format", default="html", help="report builder (entry point group bench.reports)")
+    report.add_argument("--out", type=Path, help="output file (default: <run folder>/report.html)")
+
     models = sub.add_parser("models", help="evaluator weights: list, verify, install")
     models.add_argument("action", choices=["list", "verify", "install"])
     models.add_argument("names", nargs="*", help="model names (default: all)")
@@ -135,6 +140,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_list(args.command[:-1], args.json)
         if args.command == "models":
             return _cmd_models(args)
+        if args.command == "report":
+            from bench import registry
+
+            print(registry.get_class("report", args.format)(args.run_folder, args.out))
+            return 0
         if args.command == "sweep":
             return _cmd_sweep(args)
         if args.command == "fit":

@@ -29,10 +29,13 @@ def canonical(obj: Any) -> str:
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    write_text_atomic(path, dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = dumps(obj, indent=2, sort_keys=False) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)

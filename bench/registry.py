@@ -14,7 +14,7 @@ from typing import Any
 
 from bench.errors import BenchError, UnknownName
 
-GROUPS = {"system": "bench.systems", "task": "bench.tasks", "metric": "bench.metrics"}
+GROUPS = {"system": "bench.systems", "task": "bench.tasks", "metric": "bench.metrics", "report": "bench.reports"}
 
 
 @lru_cache(maxsize=None)

@@ -1,0 +1,1 @@
+"""Report builders: read a run's stored results (never re-run anything) and write pages."""

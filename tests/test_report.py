@@ -1,0 +1,47 @@
+"""The HTML report: built from a real run's summary, escapes what it shows, rejects bad summaries."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench.cli import main
+from bench.errors import BadResultFile
+from reports.html import build
+from tests.test_runner import REPO, TASK, TONE, only_run_folder, write_manifest
+
+
+@pytest.fixture()
+def run_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(REPO)
+    manifest = write_manifest(tmp_path, {"a": "hello", "b": "NAN", "c": "abc"})
+    assert main(["run", "--no-progress", "--systems", TONE, "--task", TASK, "--task-opt", f"manifest={manifest}",
+                 "--out", str(tmp_path / "out")]) == 0
+    return only_run_folder(tmp_path / "out")
+
+
+def test_report_shows_values_failures_and_escapes(run_folder):
+    summary_path = run_folder / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    summary["systems"]["<script>alert(1)</script>"] = summary["systems"].pop(TONE)
+    summary_path.write_text(json.dumps(summary))
+    assert main(["report", str(run_folder)]) == 0
+    page = (run_folder / "report.html").read_text()
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "0.40" in page  # mean duration of the two valid items (0.5 s and 0.3 s)
+    assert "nan" in page and "duration-1" in page  # failure reason and evaluator revision
+
+
+def test_report_rejects_malformed_summaries(tmp_path):
+    (tmp_path / "summary.json").write_text(json.dumps({"schema_version": 1}))
+    with pytest.raises(BadResultFile, match="missing"):
+        build(tmp_path)
+    (tmp_path / "summary.json").write_text(json.dumps({"schema_version": 99, "spec": {}, "systems": {},
+                                                       "evaluators": {}, "environment": {}}))
+    with pytest.raises(BadResultFile, match="schema version"):
+        build(tmp_path)
+    (tmp_path / "summary.json").write_text("{not json")
+    with pytest.raises(BadResultFile):
+        build(tmp_path)
