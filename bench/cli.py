@@ -96,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--compressions", default="1.43,2,3.33,5,10,20",
                        help="compression ratios C = 1/(1 - sparsity), each > 1 (dense runs always)")
     sweep.add_argument("--samples", type=int, default=20, help="samples per (task, length)")
+    sweep.add_argument("--model-opt", action="append", default=[], metavar="MODEL.KEY=VALUE",
+                       help="model option, e.g. tiny-llama-s.checkpoint=/path (repeatable)")
     sweep.add_argument("--seed", type=int, default=0)
     sweep.add_argument("--mode", choices=["teacher-forced", "generate"], default="teacher-forced")
     sweep.add_argument("--out", type=Path, default=Path("runs"))
@@ -208,14 +210,16 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from bench.registry import parse_names
     from bench.sweep import Sweep, grid_from_names
 
+    model_options = _parse_options(args.model_opt, "--model-opt")
     spec = grid_from_names(
-        parse_names(args.models), tasks=tuple(parse_names(args.tasks)),
+        parse_names(args.models), model_options=model_options, tasks=tuple(parse_names(args.tasks)),
         lengths=tuple(int(x) for x in _floats(args.lengths, "--lengths")),
         prefill_methods=tuple(parse_names(args.prefill_methods)),
         decode_methods=tuple(parse_names(args.decode_methods)),
         compressions=_floats(args.compressions, "--compressions"), n_samples=args.samples, seed=args.seed,
         mode=args.mode)
-    sweep = Sweep(spec, args.out, timeout_s=args.timeout, progress=not args.no_progress)
+    sweep = Sweep(spec, args.out, timeout_s=args.timeout, progress=not args.no_progress,
+                  model_options=model_options)
     print(f"sweep folder: {sweep.folder}", file=sys.stderr)
     folder = sweep.run()
     if not args.no_analysis:

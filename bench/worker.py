@@ -191,9 +191,9 @@ class SystemWorker:
             return result
         return SynthesisResult(None, None, None, None, None, status, result)
 
-    def call(self, method: str, *args: Any, **kwargs: Any) -> CallResult:
-        """Call `system.<method>(*args, **kwargs)` in the child; raises CallFailed."""
-        status, result = self._request(("call", (method, args, kwargs)))
+    def call(self, function: str, /, *args: Any, **kwargs: Any) -> CallResult:
+        """Call `system.<function>(*args, **kwargs)` in the child; raises CallFailed."""
+        status, result = self._request(("call", (function, args, kwargs)))
         if status == "ok":
             return result
         raise CallFailed("exception" if status == "error" else status, result)
