@@ -1,0 +1,344 @@
+"""Run a decoder's layers with a pluggable attention method per phase, and score long-context samples.
+
+A `Decoder` exposes the pieces of a Llama-style forward pass (embed; per layer: attention inputs
+q/k/v with RoPE applied, then the output projection + MLP given the attention output; final logits).
+Both our functional model (`FunctionalDecoder`) and the Hugging Face adapter (systems.lm.hf)
+implement it, so one runtime drives both, and attention is always computed here, by a method of
+systems.lm.attention:
+
+- the prompt (instruction + context + question + answer prefix) goes through a prefill method:
+  the method under test when phase == "prefill", dense otherwise;
+- answer tokens attend through a decode cache built from the prompt's q/k/v: the method under
+  test when phase == "decode", dense otherwise. As in real serving (and the Sparse Frontier), the
+  first answer token is predicted by the prompt's last position, i.e. by the prefill pass.
+
+Two scoring modes (`score_sample`):
+- "teacher-forced": one forward pass over prompt + answer; score 1 when the argmax at every answer
+  position is the gold token (exact match of the whole target), plus the target's summed log-prob.
+- "generate": prefill, then greedy decoding token by token through the decode cache, up to the
+  target length plus a margin (or an end token); the text is scored by the sample's rule
+  (exact / all / set, `score_prediction`).
+Realised sparsity is reported for the phase under test only: per layer (mean over heads), and their
+mean. Prefill sparsity is against the causal triangle of the prompt; decode sparsity against the
+keys each decode query could attend (see systems.lm.attention.base).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+
+from bench.contracts import LMScore
+from bench.errors import BenchError
+
+PHASES = ("prefill", "decode")
+MODES = ("teacher-forced", "generate")
+SCORING_RULES = ("exact", "all", "all_of", "set")
+GENERATION_MARGIN = 8  # extra tokens greedy decoding may produce beyond the target length
+
+
+class MalformedSample(BenchError, ValueError):
+    """A sample the runtime cannot score: empty context, no answers, unknown scoring rule..."""
+
+
+class ContextTooLong(BenchError, ValueError):
+    """Prompt + answer do not fit the model's context window."""
+
+
+# --------------------------------------------------------------------------- decoders
+class Decoder:
+    """The pieces of a Llama-style forward pass. Shapes: h (1, T, d); q (1, H, T, D); k, v (1, KV, T, D)."""
+
+    n_layers: int
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def positions(self, positions: torch.Tensor) -> Any:
+        """Whatever attention_inputs needs to encode these positions (e.g. RoPE cos/sin)."""
+        raise NotImplementedError
+
+    def attention_inputs(self, layer: int, h: torch.Tensor, pos: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def attention_output(self, layer: int, h: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """Final norm + output head."""
+        raise NotImplementedError
+
+
+class FunctionalDecoder(Decoder):
+    """systems.lm.model's functional Llama."""
+
+    def __init__(self, params: dict, config):
+        self.params, self.config = params, config
+        self.n_layers = config.num_hidden_layers
+
+    def embed(self, ids):
+        from systems.lm.model import embed
+        return embed(self.params, ids)
+
+    def positions(self, positions):
+        from systems.lm.model import rope_tables
+        return rope_tables(self.config, positions)
+
+    def attention_inputs(self, layer, h, pos):
+        from systems.lm.model import attention_inputs
+        cos, sin = pos
+        return attention_inputs(self.params, self.config, layer, h, cos, sin)
+
+    def attention_output(self, layer, h, attn):
+        from systems.lm.model import attention_output
+        return attention_output(self.params, self.config, layer, h, attn)
+
+    def logits(self, h):
+        from systems.lm.model import final_norm, logits
+        return logits(self.params, self.config, final_norm(self.params, self.config, h))
+
+
+# --------------------------------------------------------------------------- samples
+@dataclass(frozen=True)
+class PreparedSample:
+    prompt: str
+    target: str
+    answers: tuple[str, ...]
+    scoring: str
+    item_pattern: str = ""
+    candidates: tuple[str, ...] = ()
+    scorer: Callable[[str], float] | None = None  # the sample's own score(prediction), when it has one
+
+
+def _field(sample: Any, name: str, default: Any = None) -> Any:
+    """A sample attribute, else the same key in its meta/metadata dict."""
+    value = getattr(sample, name, None)
+    if value is not None:
+        return value
+    for extras in ("meta", "metadata"):
+        bag = getattr(sample, extras, None)
+        if isinstance(bag, dict) and bag.get(name) is not None:
+            return bag[name]
+    return default
+
+
+def prepare_sample(sample: Any) -> PreparedSample:
+    """Prompt text, target text and scoring of a long-context sample, validated.
+
+    Takes the engine's sample (bench.contracts.LongContextSample: tasks.longctx samples carry
+    `prompt`, `target`, `answers`, `scoring` and `score()`); a sample without `prompt` is built
+    from context / question (+ optional instruction, answer_prefix), laid out as the tasks do:
+    instruction, blank line, context, blank line, question, newline, answer prefix. Without a
+    `target`, the target is a space and the answer(s)."""
+    sid = getattr(sample, "id", "?")
+    prompt, context = _field(sample, "prompt"), _field(sample, "context")
+    answers, scoring = _field(sample, "answers"), _field(sample, "scoring", "exact")
+    problems = []
+    if context is not None and (not isinstance(context, str) or not context.strip()):
+        problems.append("the context is empty")
+    if prompt is None and context is None:
+        problems.append("it has neither a prompt nor a context")
+    if prompt is not None and (not isinstance(prompt, str) or not prompt.strip()):
+        problems.append("the prompt is empty")
+    if isinstance(answers, str) or not isinstance(answers, (list, tuple)) or not answers:
+        problems.append("it has no answers")
+    elif not all(isinstance(a, str) and a.strip() for a in answers):
+        problems.append(f"an answer is empty or not text: {list(answers)!r}")
+    if scoring not in SCORING_RULES:
+        problems.append(f"scoring rule {scoring!r} is not one of {', '.join(SCORING_RULES)}")
+    if problems:
+        raise MalformedSample(f"sample {sid!r} cannot be scored: " + "; ".join(problems))
+    answers = tuple(answers)
+    if prompt is None:
+        instruction = _field(sample, "instruction", "")
+        question = _field(sample, "question", "")
+        head = f"{instruction}\n\n" if instruction else ""
+        prompt = f"{head}{context}\n\n{question}\n{_field(sample, 'answer_prefix', 'Answer:')}"
+    target = _field(sample, "target") or " " + (answers[0] if scoring == "exact" else ", ".join(answers))
+    if not isinstance(target, str) or not target.strip():
+        raise MalformedSample(f"sample {sid!r}: the target continuation is empty")
+    own = getattr(sample, "score", None)
+    return PreparedSample(prompt, target, answers, scoring, _field(sample, "item_pattern", "") or "",
+                          tuple(_field(sample, "candidates", ()) or ()), own if callable(own) else None)
+
+
+# --------------------------------------------------------------------------- scoring rules
+_ARTICLE = re.compile(r"^(the|a|an)\s+")
+DEFAULT_ITEM_PATTERN = r"\b\w[\w'-]*\b"
+
+
+def normalize_answer(text: str) -> str:
+    text = re.sub(r"\s+", " ", text.lower()).strip()
+    text = text.strip(" .,;:!?\"'`()[]{}")
+    return _ARTICLE.sub("", text).strip()
+
+
+def score_prediction(prediction: str, answers: Sequence[str], rule: str, *, item_pattern: str = "",
+                     candidates: Sequence[str] = ()) -> float:
+    """Score generated text in [0, 1].
+
+    exact: 1 if the first line, normalised (lower case, outer punctuation and a leading article
+           dropped, spaces collapsed), equals a normalised gold answer.
+    all / all_of: fraction of gold answers found in the prediction as whole words, case-insensitive.
+    set:   Jaccard |P & G| / |P | G| of the gold set G and the items P of the prediction matching
+           item_pattern (default: words), restricted to `candidates` when given.
+    """
+    if not isinstance(prediction, str):
+        raise TypeError(f"prediction must be text; got {type(prediction).__name__}")
+    if rule == "exact":
+        first_line = prediction.strip().split("\n", 1)[0]
+        return float(normalize_answer(first_line) in {normalize_answer(a) for a in answers})
+    if rule in ("all", "all_of"):
+        found = [re.search(rf"(?<!\w){re.escape(a.lower())}(?!\w)", prediction.lower()) is not None for a in answers]
+        return sum(found) / len(found)
+    if rule == "set":
+        items = set(re.findall(item_pattern or DEFAULT_ITEM_PATTERN, prediction))
+        if candidates:
+            items &= set(candidates)
+        gold = set(answers)
+        return len(items & gold) / len(items | gold)
+    raise ValueError(f"unknown scoring rule {rule!r}; rules: {', '.join(SCORING_RULES)}")
+
+
+# --------------------------------------------------------------------------- methods per phase
+def phase_methods(method: str, phase: str, budget: dict[str, Any]):
+    """(prefill method, decode method): the one under test from `method`/`budget`, dense for the other."""
+    from systems.lm.attention import make_method
+
+    if phase not in PHASES:
+        raise ValueError(f"phase must be one of {', '.join(PHASES)}; got {phase!r}")
+    if not isinstance(budget, dict):
+        raise ValueError(f"budget must be a dict of the method's budget options; got {budget!r}")
+    tested = make_method(method, phase, **budget)
+    dense = make_method("dense")
+    return (tested, dense) if phase == "prefill" else (dense, tested)
+
+
+def _sparsity(value: torch.Tensor) -> float:
+    return float(value.reshape(-1)[0])
+
+
+# --------------------------------------------------------------------------- the two modes
+@dataclass
+class PassResult:
+    logits: torch.Tensor  # (T_answer, vocab): the predictions of the answer tokens
+    per_layer: list[float]  # realised sparsity of the phase under test, per layer
+
+
+@torch.no_grad()
+def teacher_forced_pass(decoder: Decoder, prompt_ids: Sequence[int], answer_ids: Sequence[int],
+                        prefill, decode, phase: str) -> PassResult:
+    """One pass over prompt + answer[:-1]: prompt through `prefill`, answer positions through a
+    `decode` cache of the prompt's keys/values. Returns the logits predicting each answer token."""
+    n_prompt, n_answer = len(prompt_ids), len(answer_ids)
+    if phase == "decode" and n_answer < 2:
+        raise MalformedSample("the answer is a single token, so no answer token attends in the decode phase: "
+                              "a decode method would change nothing; score this sample in the prefill phase")
+    ids = torch.tensor([list(prompt_ids) + list(answer_ids[:-1])], dtype=torch.long)
+    pos = decoder.positions(torch.arange(ids.shape[1]))
+    h = decoder.embed(ids)
+    per_layer = []
+    for layer in range(decoder.n_layers):
+        q, k, v = decoder.attention_inputs(layer, h, pos)
+        pre = prefill(q[:, :, :n_prompt], k[:, :, :n_prompt], v[:, :, :n_prompt])
+        parts = [pre.output]
+        if n_answer > 1:
+            cache = decode.new_cache(q[:, :, :n_prompt], k[:, :, :n_prompt], v[:, :, :n_prompt])
+            step = cache.attend(q[:, :, n_prompt:], k[:, :, n_prompt:], v[:, :, n_prompt:])
+            parts.append(step.output)
+            if phase == "decode":
+                per_layer.append(_sparsity(step.sparsity))
+        if phase == "prefill":
+            per_layer.append(_sparsity(pre.sparsity))
+        h = decoder.attention_output(layer, h, torch.cat(parts, dim=2).to(h.dtype))
+    return PassResult(decoder.logits(h[:, n_prompt - 1:])[0].float(), per_layer)
+
+
+@torch.no_grad()
+def greedy_generate(decoder: Decoder, prompt_ids: Sequence[int], prefill, decode, phase: str,
+                    max_new_tokens: int, stop_ids: Iterable[int] = ()) -> tuple[list[int], list[float]]:
+    """Prefill, then greedy decoding one token at a time through each layer's decode cache."""
+    stop = set(stop_ids)
+    n_prompt = len(prompt_ids)
+    ids = torch.tensor([list(prompt_ids)], dtype=torch.long)
+    h = decoder.embed(ids)
+    pos = decoder.positions(torch.arange(n_prompt))
+    caches, prefill_sparsity = [], []
+    for layer in range(decoder.n_layers):
+        q, k, v = decoder.attention_inputs(layer, h, pos)
+        pre = prefill(q, k, v)
+        prefill_sparsity.append(_sparsity(pre.sparsity))
+        caches.append(decode.new_cache(q, k, v))
+        h = decoder.attention_output(layer, h, pre.output.to(h.dtype))
+    token = int(decoder.logits(h[:, -1:])[0, -1].argmax())
+    generated = [token]
+    while len(generated) < max_new_tokens and token not in stop:
+        h = decoder.embed(torch.tensor([[token]]))
+        pos = decoder.positions(torch.tensor([n_prompt + len(generated) - 1]))
+        for layer in range(decoder.n_layers):
+            q, k, v = decoder.attention_inputs(layer, h, pos)
+            h = decoder.attention_output(layer, h, caches[layer].attend(q, k, v).output.to(h.dtype))
+        token = int(decoder.logits(h[:, -1:])[0, -1].argmax())
+        generated.append(token)
+    if phase == "prefill":
+        return generated, prefill_sparsity
+    if len(generated) < 2:
+        # The first token comes from the prefill pass; no decode step ran, nothing was sparse.
+        return generated, [0.0] * decoder.n_layers
+    return generated, [_sparsity(cache.sparsity) for cache in caches]
+
+
+def score_sample(decoder: Decoder, sample: Any, *, encode: Callable[[str], list[int]],
+                 decode: Callable[[list[int]], str], bos: Sequence[int], answer_suffix: Sequence[int],
+                 eos_ids: Iterable[int], max_context: int, method: str, phase: str,
+                 budget: dict[str, Any], mode: str = "teacher-forced") -> LMScore:
+    """Score one sample under `method` (with `budget`) in `phase`; see the module docstring.
+
+    `bos` is prepended to the prompt; `answer_suffix` (e.g. <eos> for models trained to stop) is
+    appended to the teacher-forced target; `eos_ids` stop greedy generation.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
+    prepared = prepare_sample(sample)
+    prefill_method, decode_method = phase_methods(method, phase, budget)
+    prompt_ids = list(bos) + encode(prepared.prompt)
+    target_ids = encode(prepared.target)
+    answer_ids = target_ids + list(answer_suffix)
+    needed = len(prompt_ids) + len(answer_ids) + (GENERATION_MARGIN if mode == "generate" else 0)
+    if needed > max_context:
+        raise ContextTooLong(f"sample {getattr(sample, 'id', '?')!r} needs {needed} tokens (prompt "
+                             f"{len(prompt_ids)}, answer {len(answer_ids)}"
+                             f"{', margin %d' % GENERATION_MARGIN if mode == 'generate' else ''}) but the model's "
+                             f"context is {max_context}; ask for shorter samples")
+    started = time.perf_counter()
+    if mode == "teacher-forced":
+        result = teacher_forced_pass(decoder, prompt_ids, answer_ids, prefill_method, decode_method, phase)
+        logprobs = torch.log_softmax(result.logits, dim=-1)
+        gold = torch.tensor(answer_ids)
+        predicted = result.logits.argmax(-1)
+        score = float(bool((predicted == gold).all()))
+        answer_logprob = float(logprobs.gather(1, gold[:, None]).sum())
+        prediction = decode(predicted.tolist())
+        per_layer = result.per_layer
+    else:
+        generated, per_layer = greedy_generate(decoder, prompt_ids, prefill_method, decode_method, phase,
+                                               len(answer_ids) + GENERATION_MARGIN, eos_ids)
+        prediction = decode(generated)
+        if prepared.scorer is not None:  # the task's own rule, so both scoring paths agree with the task
+            score = float(prepared.scorer(prediction))
+        else:
+            score = score_prediction(prediction, prepared.answers, prepared.scoring,
+                                     item_pattern=prepared.item_pattern, candidates=prepared.candidates)
+        answer_logprob = None
+    seconds = time.perf_counter() - started
+    sparsity = sum(per_layer) / len(per_layer) if per_layer else 0.0
+    if not math.isfinite(sparsity):
+        raise RuntimeError(f"non-finite realised sparsity {per_layer}")
+    return LMScore(score=score, sparsity=sparsity, prediction=prediction, n_context_tokens=len(prompt_ids),
+                   n_answer_tokens=len(answer_ids), seconds=seconds, per_layer=per_layer,
+                   answer_logprob=answer_logprob)

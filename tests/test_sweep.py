@@ -1,0 +1,76 @@
+"""`bench sweep` and `bench fit` end to end, on small randomly initialised checkpoints of our model
+family (accuracy is not the point here: records, sparsity, failures, resume and the analyses are)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench.cli import main
+from bench.errors import BenchError
+from bench.jsonio import read_jsonl
+
+pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def random_checkpoint(tmp_path_factory):
+    from systems.lm.data import WordTokenizer
+    from systems.lm.model import init_params, save_checkpoint, size_config
+
+    tokenizer = WordTokenizer.default()
+    config = size_config("xs", tokenizer.vocab_size, 1024)
+    folder = tmp_path_factory.mktemp("ckpt") / "xs"
+    save_checkpoint(folder, init_params(config, seed=3), config, tokenizer)
+    return folder
+
+
+def sweep_args(ckpt, out, *extra):
+    return ["sweep", "--no-progress", "--models", "tiny-llama-xs", "--model-opt",
+            f"tiny-llama-xs.checkpoint={ckpt}", "--tasks", "niah-single", "--lengths", "256",
+            "--prefill-methods", "block-sparse", "--decode-methods", "quest", "--samples", "3",
+            "--out", str(out), *extra]
+
+
+def test_sweep_records_resume_and_analysis(random_checkpoint, tmp_path, capsys):
+    out = tmp_path / "sweeps"
+    assert main(sweep_args(random_checkpoint, out, "--compressions", "2,400")) == 0
+    folder = next(out.iterdir())
+    records = read_jsonl(folder / "records.jsonl")
+    # 3 samples x (dense + block-sparse x 2 + quest x 2)
+    assert len(records) == 3 * 5
+    dense = [r for r in records if r["method"] == "dense"]
+    assert len(dense) == 3 and all(r["sparsity"] == 0.0 for r in dense)
+    ok = [r for r in records if r["compression"] == 2.0]
+    assert all(r["failure"] is None and 0.2 < r["sparsity"] < 0.8 for r in ok), ok
+    unreachable = [r for r in records if r["compression"] == 400.0 and r["method"] == "block-sparse"]
+    assert unreachable and all(r["failure"] == "bad_budget" for r in unreachable)
+    assert (folder / "samples").is_dir() and (folder / "models" / "tiny-llama-xs.json").is_file()
+    analysis = folder / "analysis"
+    for name in ("accuracy.json", "frontier.json", "safe_sparsity.json", "scaling.json", "report.txt",
+                 "frontier.png"):
+        assert (analysis / name).is_file(), name
+    assert "Tango" in (analysis / "report.txt").read_text()
+    # The same command again adds nothing.
+    assert main(sweep_args(random_checkpoint, out, "--compressions", "2,400")) == 0
+    assert len(read_jsonl(folder / "records.jsonl")) == 15
+    # `bench fit` re-analyses from the records alone.
+    assert main(["fit", str(folder), "--margin", "0.2"]) == 0
+    assert json.loads((analysis / "safe_sparsity.json").read_text())["margin"] == 0.2
+
+
+def test_sweep_rejects_bad_grids(random_checkpoint, tmp_path):
+    with pytest.raises(BenchError, match="beyond model"):
+        main_raising(sweep_args(random_checkpoint, tmp_path, "--compressions", "2"), length="4096")
+    assert main(sweep_args(random_checkpoint, tmp_path, "--compressions", "0.5")) == 1
+    assert main(["sweep", "--models", "flite", "--tasks", "niah-single", "--lengths", "256",
+                 "--out", str(tmp_path)]) == 1
+
+
+def main_raising(args, length):
+    """Run the sweep command in-process so the BenchError itself can be asserted."""
+    from bench.cli import _cmd_sweep, build_parser
+
+    args = [a if a != "256" else length for a in args]
+    return _cmd_sweep(build_parser().parse_args(args))
