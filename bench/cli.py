@@ -59,6 +59,12 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the summary JSON instead of the table")
 
 
+def _plugin_commands() -> dict[str, str]:
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep.value for ep in entry_points(group="bench.commands")}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bench",
@@ -120,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--format", default="html", help="report builder (entry point group bench.reports)")
     report.add_argument("--out", type=Path, help="output file (default: <run folder>/report.html)")
 
+    # Plug-in commands (entry point group bench.commands), e.g. train-lm from systems/lm.
+    for name, value in sorted(_plugin_commands().items()):
+        sub.add_parser(name, help=f"plug-in command ({value}); `bench {name} --help`", add_help=False)
+
     models = sub.add_parser("models", help="evaluator weights: list, verify, install")
     models.add_argument("action", choices=["list", "verify", "install"])
     models.add_argument("names", nargs="*", help="model names (default: all)")
@@ -128,6 +138,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in _plugin_commands():
+        # A plug-in command parses its own arguments (--help included).
+        from bench import registry
+        from bench.errors import BenchError
+
+        try:
+            return int(registry.get_class("command", argv[0])(argv[1:]) or 0)
+        except BenchError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.command:

@@ -14,7 +14,8 @@ from typing import Any
 
 from bench.errors import BenchError, UnknownName
 
-GROUPS = {"system": "bench.systems", "task": "bench.tasks", "metric": "bench.metrics", "report": "bench.reports"}
+GROUPS = {"system": "bench.systems", "task": "bench.tasks", "metric": "bench.metrics", "report": "bench.reports",
+          "command": "bench.commands"}
 
 
 @lru_cache(maxsize=None)
