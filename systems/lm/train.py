@@ -237,7 +237,7 @@ TRAIN_CONFIG = "train_config.json"
 
 
 def manifest_lines(folder: Path) -> list[str]:
-    from systems.lm.model import sha256_file
+    from bench.evaluators import sha256_file
 
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST and p.suffix != ".md")
     return [f"{sha256_file(p)}  {p.relative_to(folder).as_posix()}" for p in files]
@@ -251,7 +251,7 @@ def write_manifest(folder: Path) -> Path:
 
 def verify_manifest(folder: Path) -> list[str]:
     """Problems found (empty when every listed file exists with its sha256 and nothing is unlisted)."""
-    from systems.lm.model import sha256_file
+    from bench.evaluators import sha256_file
 
     path = folder / MANIFEST
     if not path.is_file():
