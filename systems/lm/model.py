@@ -396,6 +396,14 @@ def _sized(size: str) -> type:
     class Sized(TinyLlama):
         default_size = size
 
+        @classmethod
+        def availability(cls) -> Availability:
+            found = TinyLlama.availability()
+            if found.ok and not (CHECKPOINT_DIR / size / WEIGHTS_FILE).is_file():
+                return Availability.no(f"no trained checkpoint in {CHECKPOINT_DIR / size}",
+                                       f"bench train-lm --sizes {size} (or pass checkpoint=<folder>)")
+            return found
+
         def __init__(self, **options: Any):
             if "size" in options and options["size"] != size:
                 raise BenchError(f"system 'tiny-llama-{size}' is size {size}; use 'tiny-llama' with size=... instead")
