@@ -187,7 +187,7 @@ def test_config_rejects_bad_shapes():
 def test_sparse_methods_plug_in_and_report_sparsity(small, tokenizer):
     params, config = small
     decoder = runtime.FunctionalDecoder(params, config)
-    sample = niah_sample(n_filler=6)
+    sample = niah_sample(n_filler=14)
     kwargs = dict(encode=tokenizer.encode, decode=tokenizer.decode, bos=[tokenizer.bos_id],
                   answer_suffix=[tokenizer.eos_id], eos_ids={tokenizer.eos_id}, max_context=512)
     for phase, method, budget in (("prefill", "streaming", {"compression": 3}),
@@ -244,3 +244,22 @@ def test_scoring_rules():
                  candidates=("ABCDE", "FGHIJ")) == 1.0
     with pytest.raises(ValueError):
         score("x", ("x",), "fuzzy")
+
+
+def test_dense_prompt_cache_gives_the_same_scores(small, tokenizer):
+    params, config = small
+    decoder = runtime.FunctionalDecoder(params, config)
+    cache = runtime.DensePromptCache()
+    kwargs = dict(encode=tokenizer.encode, decode=tokenizer.decode, bos=[tokenizer.bos_id],
+                  answer_suffix=[tokenizer.eos_id], eos_ids={tokenizer.eos_id}, max_context=512)
+    sample = niah_sample(n_filler=14)
+    for method, phase, budget in (("dense", "prefill", {}), ("snapkv", "decode", {"compression": 3}),
+                                  ("quest", "decode", {"compression": 4}), ("ada-snapkv", "decode", {"compression": 2})):
+        for mode in runtime.MODES:
+            fresh = runtime.score_sample(decoder, sample, method=method, phase=phase, budget=budget, mode=mode, **kwargs)
+            cached = runtime.score_sample(decoder, sample, method=method, phase=phase, budget=budget, mode=mode,
+                                          prompt_cache=cache, **kwargs)
+            assert (cached.score, cached.prediction, cached.per_layer) == (fresh.score, fresh.prediction, fresh.per_layer)
+            if fresh.answer_logprob is not None:
+                assert cached.answer_logprob == pytest.approx(fresh.answer_logprob, abs=1e-5)
+    assert cache.state is not None and cache.prompt[0] == tokenizer.bos_id

@@ -7,20 +7,22 @@ is one token; any other piece is spelled as its UTF-8 bytes (256 byte tokens). S
 digit by digit with a space token before them (" 1234567" -> " " 1 2 3 4 5 6 7), and names the
 vocabulary lacks are spelled in bytes (" QXZPL" -> " " Q X Z P L).
 Vocabulary = 3 special tokens (<pad>, <bos>, <eos>) + 256 bytes + the word pieces occurring at
-least 10 times in a fixed generated corpus (`build_vocabulary`). Measured on the way here (0.2M
-model, same steps): digit pairs (" 12" 34 56 7) made copying numbers slower to learn than single
-digits (210 token types to learn to copy instead of 10), so digits stay single. The vocabulary is
+least 10 times in a fixed generated corpus (`build_vocabulary`). Digits stay single: in trial runs
+with digit pairs (" 12" 34 56 7: 210 token types to learn to copy instead of 11) a 0.2M model had
+not begun retrieving single-needle numbers after 400-600 steps, while with single digits it did
+after ~400 (indicative only: one seed each). The vocabulary is
 stored with every checkpoint (tokenizer.json), so a later change of the generators never changes
 a trained model's tokenizer. `count_tokens(text)` is the number of tokens of `text` without
 <bos>/<eos>; the tokenizer object itself is that callable, for the task generators.
 
 Training data: prompts in the formats of RULER-style tasks (needle in a haystack with one or
 several keys, values and queries, over noise / prose / distractor-needle haystacks; variable
-tracking; story retrieval), followed by the answer and <eos>. The loss is on the answer and <eos>
-only: the prompt is given, the model learns to retrieve from it. The word pools overlap the long-
-context task generators' on purpose (the models are specialists for those formats, not general
-LMs); the values (numbers, names, chain variables) are fresh random draws every sample.
-Everything is drawn from `random.Random(seed)`, so a batch stream is a pure function of its seed.
+tracking; story retrieval), followed by the answer and <eos>. The templates follow the long-context
+task generators (tasks/longctx) on purpose, and the word pools overlap theirs: the models are
+specialists for those formats, not general LMs. Values (numbers, names, chain variables) are
+fresh random draws every example. Examples come in parts (the haystack units) so training can
+insert position gaps between them (`stretched_positions`). Everything is drawn from
+random.Random(seed), so a batch stream is a pure function of its seed.
 """
 
 from __future__ import annotations
@@ -404,28 +406,12 @@ def niah_single(rng: random.Random, n_tokens: int, tok: WordTokenizer) -> Exampl
     return niah(rng, n_tokens, tok, shapes=("single",), value_weights=(1.0, 0.0, 0.0))
 
 
-COPY_NUMBER_FRACTION = 0.6
-
-
-def copy_span(rng: random.Random, n_tokens: int, tok: WordTokenizer) -> Example:
-    """A random span of digits and words, noise, then the span again: dense supervision for the
-    copy (induction) circuit that every retrieval task's answer relies on."""
-    span = " ".join(str(rng.randint(0, 10 ** rng.randint(1, 7))) if rng.random() < COPY_NUMBER_FRACTION else
-                    rng.choice(KEY_NOUNS + KEY_ADJECTIVES) for _ in range(rng.randint(6, 16)))
-    instruction = "Remember the following sequence."
-    question, answer_prefix = "Question: What was the sequence?", "Answer: The sequence was"
-    fixed = tok.count_tokens(format_prompt(instruction, span, question, answer_prefix)) + 1
-    units = _fill(_noise_units(rng) if rng.random() < 0.5 else _prose_units(rng), n_tokens - fixed, tok)
-    return _assemble("copy", instruction, _insert(units, [(rng.random(), span)]), " ", question, answer_prefix,
-                     " " + span + ".")
-
-
 def niah_noise(rng: random.Random, n_tokens: int, tok: WordTokenizer) -> Example:
     """One needle with a number in the repeated-noise haystack: where training starts."""
     return niah(rng, n_tokens, tok, shapes=("single",), value_weights=(1.0, 0.0, 0.0), haystacks=("noise",))
 
 
-GENERATORS = {"copy": copy_span, "niah_noise": niah_noise, "niah_single": niah_single, "niah": niah, "vt": variable_tracking, "story_retrieval": story_retrieval}
+GENERATORS = {"niah_noise": niah_noise, "niah_single": niah_single, "niah": niah, "vt": variable_tracking, "story_retrieval": story_retrieval}
 
 
 def format_prompt(instruction: str, context: str, question: str, answer_prefix: str) -> str:
@@ -493,6 +479,14 @@ def stretched_positions(rng: random.Random, length: int, cuts: Sequence[int], vi
     return positions
 
 
+class _PieceCounter:
+    """Counts tokens as if every piece were in the vocabulary (for sizing the vocabulary corpus)."""
+
+    @staticmethod
+    def count_tokens(text: str) -> int:
+        return len(PIECE.findall(text))
+
+
 def build_vocabulary(n_examples: int = 2000, min_count: int = 10, seed: int = 0, n_tokens: int = 256) -> list[str]:
     """Word pieces occurring at least `min_count` times in `n_examples` generated examples (fixed seed).
 
@@ -500,10 +494,9 @@ def build_vocabulary(n_examples: int = 2000, min_count: int = 10, seed: int = 0,
     spelled in bytes, as are words the generators never use."""
     counts: dict[str, int] = {}
     rng = random.Random(f"vocabulary|{seed}")
-    bytes_only = WordTokenizer([])
     config = DataConfig()
     for _ in range(n_examples):
-        example = make_example(rng, n_tokens, bytes_only, config)
+        example = make_example(rng, n_tokens, _PieceCounter(), config)
         for piece in PIECE.findall(example.prompt + example.target):
             if WORD_PIECE.fullmatch(piece):
                 counts[piece] = counts.get(piece, 0) + 1

@@ -178,7 +178,10 @@ class HFCausalLM(LMSystem):
             raise Unavailable(f"cannot load {model_id!r}{' @' + revision if revision else ''}: {exc}. "
                               "Hub models need internet; offline, use a local folder or the smollm2 system") from exc
         model.eval()
+        from systems.lm.runtime import DensePromptCache
+
         self._decoder = HFDecoder(model)
+        self._prompt_cache = DensePromptCache()
         self.model, self.tokenizer = model, tokenizer
 
     def decoder(self) -> HFDecoder:
@@ -256,7 +259,8 @@ class HFCausalLM(LMSystem):
         return score_sample(self._decoder, sample, encode=encode,
                             decode=lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True),
                             bos=[] if chat else self.bos_ids(), answer_suffix=[], eos_ids=eos,
-                            max_context=self.max_context(), method=method, phase=phase, budget=budget, mode=mode)
+                            max_context=self.max_context(), method=method, phase=phase, budget=budget, mode=mode,
+                            prompt_cache=self._prompt_cache)
 
     def _chat_encoder(self, sample):
         """An encoder that renders the prompt through the model's chat template: everything before the

@@ -223,80 +223,132 @@ def _sparsity(value: torch.Tensor) -> float:
     return float(value.reshape(-1)[0])
 
 
-# --------------------------------------------------------------------------- the two modes
+# --------------------------------------------------------------------------- the passes
+@dataclass
+class PromptState:
+    """What the answer tokens need from the prompt: each layer's q, k, v, the hidden state of the
+    last prompt position (it predicts the first answer token), and the prefill sparsity per layer."""
+
+    layers: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+    last_hidden: torch.Tensor  # (1, 1, d)
+    sparsity: list[float]
+
+    @property
+    def length(self) -> int:
+        return self.layers[0][1].shape[2]
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for layer in self.layers for t in layer)
+
+
+@torch.no_grad()
+def prompt_pass(decoder: Decoder, prompt_ids: Sequence[int], prefill) -> PromptState:
+    """The prompt through every layer, attention by `prefill` (a PrefillMethod)."""
+    ids = torch.tensor([list(prompt_ids)], dtype=torch.long)
+    pos = decoder.positions(torch.arange(ids.shape[1]))
+    h = decoder.embed(ids)
+    layers, sparsity = [], []
+    for layer in range(decoder.n_layers):
+        q, k, v = decoder.attention_inputs(layer, h, pos)
+        result = prefill(q, k, v)
+        sparsity.append(_sparsity(result.sparsity))
+        layers.append((q, k, v))
+        h = decoder.attention_output(layer, h, result.output.to(h.dtype))
+    return PromptState(layers, h[:, -1:], sparsity)
+
+
+@torch.no_grad()
+def answer_pass(decoder: Decoder, state: PromptState, answer_ids: Sequence[int], decode) -> tuple[torch.Tensor, list[float]]:
+    """Teacher-forced answer tokens: logits (T, vocab) predicting answer_ids, and the decode
+    sparsity per layer of the T - 1 answer positions that attend (the first answer token is
+    predicted by the prompt's last position)."""
+    first = decoder.logits(state.last_hidden)[0]
+    if len(answer_ids) < 2:
+        return first.float(), []
+    n_prompt = state.length
+    ids = torch.tensor([list(answer_ids[:-1])], dtype=torch.long)
+    pos = decoder.positions(torch.arange(n_prompt, n_prompt + ids.shape[1]))
+    h = decoder.embed(ids)
+    sparsity = []
+    for layer, (q_prompt, k_prompt, v_prompt) in enumerate(state.layers):
+        q, k, v = decoder.attention_inputs(layer, h, pos)
+        step = decode.new_cache(q_prompt, k_prompt, v_prompt).attend(q, k, v)
+        sparsity.append(_sparsity(step.sparsity))
+        h = decoder.attention_output(layer, h, step.output.to(h.dtype))
+    return torch.cat([first, decoder.logits(h)[0]]).float(), sparsity
+
+
 @dataclass
 class PassResult:
     logits: torch.Tensor  # (T_answer, vocab): the predictions of the answer tokens
     per_layer: list[float]  # realised sparsity of the phase under test, per layer
 
 
-@torch.no_grad()
 def teacher_forced_pass(decoder: Decoder, prompt_ids: Sequence[int], answer_ids: Sequence[int],
-                        prefill, decode, phase: str) -> PassResult:
-    """One pass over prompt + answer[:-1]: prompt through `prefill`, answer positions through a
-    `decode` cache of the prompt's keys/values. Returns the logits predicting each answer token."""
-    n_prompt, n_answer = len(prompt_ids), len(answer_ids)
-    if phase == "decode" and n_answer < 2:
+                        prefill, decode, phase: str, state: PromptState | None = None) -> PassResult:
+    """One teacher-forced pass: prompt through `prefill`, answer positions through a `decode` cache
+    of the prompt's keys/values (causal, so the prompt never sees the answer: computing the two
+    parts one after the other is the same forward pass). `state`: a prompt pass to reuse."""
+    if phase == "decode" and len(answer_ids) < 2:
         raise MalformedSample("the answer is a single token, so no answer token attends in the decode phase: "
                               "a decode method would change nothing; score this sample in the prefill phase")
-    ids = torch.tensor([list(prompt_ids) + list(answer_ids[:-1])], dtype=torch.long)
-    pos = decoder.positions(torch.arange(ids.shape[1]))
-    h = decoder.embed(ids)
-    per_layer = []
-    for layer in range(decoder.n_layers):
-        q, k, v = decoder.attention_inputs(layer, h, pos)
-        pre = prefill(q[:, :, :n_prompt], k[:, :, :n_prompt], v[:, :, :n_prompt])
-        parts = [pre.output]
-        if n_answer > 1:
-            cache = decode.new_cache(q[:, :, :n_prompt], k[:, :, :n_prompt], v[:, :, :n_prompt])
-            step = cache.attend(q[:, :, n_prompt:], k[:, :, n_prompt:], v[:, :, n_prompt:])
-            parts.append(step.output)
-            if phase == "decode":
-                per_layer.append(_sparsity(step.sparsity))
-        if phase == "prefill":
-            per_layer.append(_sparsity(pre.sparsity))
-        h = decoder.attention_output(layer, h, torch.cat(parts, dim=2).to(h.dtype))
-    return PassResult(decoder.logits(h[:, n_prompt - 1:])[0].float(), per_layer)
+    state = state or prompt_pass(decoder, prompt_ids, prefill)
+    logits, decode_sparsity = answer_pass(decoder, state, answer_ids, decode)
+    return PassResult(logits, state.sparsity if phase == "prefill" else decode_sparsity)
 
 
 @torch.no_grad()
 def greedy_generate(decoder: Decoder, prompt_ids: Sequence[int], prefill, decode, phase: str,
-                    max_new_tokens: int, stop_ids: Iterable[int] = ()) -> tuple[list[int], list[float]]:
+                    max_new_tokens: int, stop_ids: Iterable[int] = (),
+                    state: PromptState | None = None) -> tuple[list[int], list[float]]:
     """Prefill, then greedy decoding one token at a time through each layer's decode cache."""
     stop = set(stop_ids)
-    n_prompt = len(prompt_ids)
-    ids = torch.tensor([list(prompt_ids)], dtype=torch.long)
-    h = decoder.embed(ids)
-    pos = decoder.positions(torch.arange(n_prompt))
-    caches, prefill_sparsity = [], []
-    for layer in range(decoder.n_layers):
-        q, k, v = decoder.attention_inputs(layer, h, pos)
-        pre = prefill(q, k, v)
-        prefill_sparsity.append(_sparsity(pre.sparsity))
-        caches.append(decode.new_cache(q, k, v))
-        h = decoder.attention_output(layer, h, pre.output.to(h.dtype))
-    token = int(decoder.logits(h[:, -1:])[0, -1].argmax())
+    state = state or prompt_pass(decoder, prompt_ids, prefill)
+    caches = [decode.new_cache(q, k, v) for q, k, v in state.layers]
+    token = int(decoder.logits(state.last_hidden)[0, -1].argmax())
     generated = [token]
     while len(generated) < max_new_tokens and token not in stop:
         h = decoder.embed(torch.tensor([[token]]))
-        pos = decoder.positions(torch.tensor([n_prompt + len(generated) - 1]))
+        pos = decoder.positions(torch.tensor([state.length + len(generated) - 1]))
         for layer in range(decoder.n_layers):
             q, k, v = decoder.attention_inputs(layer, h, pos)
             h = decoder.attention_output(layer, h, caches[layer].attend(q, k, v).output.to(h.dtype))
         token = int(decoder.logits(h[:, -1:])[0, -1].argmax())
         generated.append(token)
     if phase == "prefill":
-        return generated, prefill_sparsity
+        return generated, state.sparsity
     if len(generated) < 2:
         # The first token comes from the prefill pass; no decode step ran, nothing was sparse.
         return generated, [0.0] * decoder.n_layers
     return generated, [_sparsity(cache.sparsity) for cache in caches]
 
 
+class DensePromptCache:
+    """Keeps the last dense prompt pass, so scoring one sample under many decode methods (and the
+    dense baseline) runs the prompt once: sweeps visit one sample's configurations in a row.
+    Only dense prompt passes are kept (a sparse prefill differs per method and budget)."""
+
+    def __init__(self, max_bytes: int = 1 << 30):
+        self.max_bytes = max_bytes
+        self.decoder: Decoder | None = None
+        self.prompt: tuple[int, ...] | None = None
+        self.state: PromptState | None = None
+
+    def get(self, decoder: Decoder, prompt_ids: Sequence[int], dense) -> PromptState:
+        prompt = tuple(prompt_ids)
+        if self.state is not None and self.decoder is decoder and self.prompt == prompt:
+            return self.state
+        state = prompt_pass(decoder, prompt, dense)
+        keep = state.nbytes() <= self.max_bytes
+        self.decoder, self.prompt, self.state = (decoder, prompt, state) if keep else (None, None, None)
+        return state
+
+
 def score_sample(decoder: Decoder, sample: Any, *, encode: Callable[[str], list[int]],
                  decode: Callable[[list[int]], str], bos: Sequence[int], answer_suffix: Sequence[int],
                  eos_ids: Iterable[int], max_context: int, method: str, phase: str,
-                 budget: dict[str, Any], mode: str = "teacher-forced") -> LMScore:
+                 budget: dict[str, Any], mode: str = "teacher-forced",
+                 prompt_cache: DensePromptCache | None = None) -> LMScore:
     """Score one sample under `method` (with `budget`) in `phase`; see the module docstring.
 
     `bos` is prepended to the prompt; `answer_suffix` (e.g. <eos> for models trained to stop) is
@@ -316,8 +368,11 @@ def score_sample(decoder: Decoder, sample: Any, *, encode: Callable[[str], list[
                              f"{', margin %d' % GENERATION_MARGIN if mode == 'generate' else ''}) but the model's "
                              f"context is {max_context}; ask for shorter samples")
     started = time.perf_counter()
+    state = None
+    if prompt_cache is not None and getattr(prefill_method, "name", "") == "dense":
+        state = prompt_cache.get(decoder, prompt_ids, prefill_method)
     if mode == "teacher-forced":
-        result = teacher_forced_pass(decoder, prompt_ids, answer_ids, prefill_method, decode_method, phase)
+        result = teacher_forced_pass(decoder, prompt_ids, answer_ids, prefill_method, decode_method, phase, state)
         logprobs = torch.log_softmax(result.logits, dim=-1)
         gold = torch.tensor(answer_ids)
         predicted = result.logits.argmax(-1)
@@ -327,7 +382,7 @@ def score_sample(decoder: Decoder, sample: Any, *, encode: Callable[[str], list[
         per_layer = result.per_layer
     else:
         generated, per_layer = greedy_generate(decoder, prompt_ids, prefill_method, decode_method, phase,
-                                               len(answer_ids) + GENERATION_MARGIN, eos_ids)
+                                               len(answer_ids) + GENERATION_MARGIN, eos_ids, state)
         prediction = decode(generated)
         if prepared.scorer is not None:  # the task's own rule, so both scoring paths agree with the task
             score = float(prepared.scorer(prediction))
