@@ -104,10 +104,17 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--samples", type=int, default=20, help="samples per (task, length)")
     sweep.add_argument("--model-opt", action="append", default=[], metavar="MODEL.KEY=VALUE",
                        help="model option, e.g. tiny-llama-s.checkpoint=/path (repeatable)")
+    sweep.add_argument("--task-opt", action="append", default=[], metavar="TASK.KEY=VALUE",
+                       help="task generator option, e.g. niah-multikey.haystack=noise (repeatable)")
+    sweep.add_argument("--method-opt", action="append", default=[], metavar="METHOD.KEY=VALUE",
+                       help="attention method option, e.g. block-sparse.block=16 (repeatable; "
+                            "the budget itself comes from --compressions)")
     sweep.add_argument("--seed", type=int, default=0)
     sweep.add_argument("--mode", choices=["teacher-forced", "generate"], default="teacher-forced")
     sweep.add_argument("--out", type=Path, default=Path("runs"))
     sweep.add_argument("--timeout", type=float, default=900.0, help="seconds per evaluation before the model is killed")
+    sweep.add_argument("--jobs", type=int, default=1,
+                       help="models evaluated at once (each with cores/jobs threads; records do not change)")
     sweep.add_argument("--margin", type=float, default=0.10, help="non-inferiority margin for safe sparsity")
     sweep.add_argument("--no-analysis", action="store_true", help="only run; analyse later with `bench fit`")
     sweep.add_argument("--no-progress", action="store_true")
@@ -238,9 +245,10 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         prefill_methods=tuple(parse_names(args.prefill_methods)),
         decode_methods=tuple(parse_names(args.decode_methods)),
         compressions=_floats(args.compressions, "--compressions"), n_samples=args.samples, seed=args.seed,
-        mode=args.mode)
+        mode=args.mode, task_options=_parse_options(args.task_opt, "--task-opt"),
+        method_options=_parse_options(args.method_opt, "--method-opt"))
     sweep = Sweep(spec, args.out, timeout_s=args.timeout, progress=not args.no_progress,
-                  model_options=model_options)
+                  model_options=model_options, jobs=args.jobs)
     print(f"sweep folder: {sweep.folder}", file=sys.stderr)
     folder = sweep.run()
     if not args.no_analysis:

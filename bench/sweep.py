@@ -43,6 +43,10 @@ class SweepSpec:
     n_samples: int
     seed: int = 0
     mode: str = "teacher-forced"
+    # Options of the task generators ({task: {option: value}}) and of the attention methods'
+    # structure ({method: {option: value}}, e.g. block size), applied at every compression.
+    task_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     model_identities: tuple[dict[str, Any], ...] = ()
     harness_version: str = __version__
 
@@ -82,6 +86,14 @@ def validate_grid(spec: SweepSpec) -> None:
         problems.append("'dense' is the baseline and always runs; list only sparse methods")
     if spec.n_samples <= 0:
         problems.append("samples per configuration must be positive")
+    stray_tasks = sorted(set(spec.task_options) - set(spec.tasks))
+    if stray_tasks:
+        problems.append(f"task options for tasks not in the grid: {stray_tasks}")
+    stray_methods = sorted(set(spec.method_options) - set(spec.prefill_methods) - set(spec.decode_methods))
+    if stray_methods:
+        problems.append(f"method options for methods not in the grid: {stray_methods}")
+    if any(key == "compression" for opts in spec.method_options.values() for key in opts):
+        problems.append("compression is set by the grid (--compressions), not by a method option")
     if spec.mode not in ("teacher-forced", "generate"):
         problems.append(f"mode must be 'teacher-forced' or 'generate', got {spec.mode!r}")
     if problems:
@@ -99,6 +111,9 @@ class Sweep:
     timeout_s: float = 900.0
     progress: bool = True
     model_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Models evaluated at once, each in its own worker with cores // jobs math threads. Records
+    # do not depend on it (each configuration is scored alone), only wall time does.
+    jobs: int = 1
 
     @property
     def folder(self) -> Path:
@@ -123,16 +138,48 @@ class Sweep:
 
         bar = tqdm(total=total, initial=len(done), desc="sweep", unit="eval", disable=not self.progress,
                    file=sys.stderr, dynamic_ncols=True)
+        if not isinstance(self.jobs, int) or self.jobs < 1:
+            raise BenchError(f"jobs must be a positive integer; got {self.jobs!r}")
         try:
             with JsonlAppender(self.folder / "records.jsonl") as out:
-                for model in self.spec.models:
-                    self._run_model(model, done, out, bar)
+                if self.jobs == 1:
+                    for model in self.spec.models:
+                        self._run_model(model, done, out, bar)
+                else:
+                    self._run_parallel(done, out, bar)
         finally:
             bar.close()
         return self.folder
 
-    def _run_model(self, model: str, done: set, out: JsonlAppender, bar: Any) -> None:
-        worker = SystemWorker(model, self.model_options.get(model, {}), timeout_s=self.timeout_s)
+    def _run_parallel(self, done: set, out: JsonlAppender, bar: Any) -> None:
+        """Models in `jobs` threads, each driving its own worker process; appends are serialised."""
+        import threading
+        from concurrent.futures import ThreadPoolExecutor
+
+        lock = threading.Lock()
+
+        class Locked:
+            def append(self, record: dict[str, Any]) -> None:
+                with lock:
+                    out.append(record)
+                    done.add(record_key(record))
+                    bar.update(1)
+
+        with ThreadPoolExecutor(max_workers=self.jobs) as pool:
+            futures = [pool.submit(self._run_model, model, frozenset(done), Locked(), None)
+                       for model in self.spec.models]
+            for future in futures:
+                future.result()  # re-raises the first model's failure
+
+    def _threads(self) -> int | None:
+        import os
+
+        return None if self.jobs == 1 else max(1, (os.cpu_count() or 1) // self.jobs)
+
+    def _run_model(self, model: str, done: set | frozenset, out: Any, bar: Any) -> None:
+        """`out.append` takes each record; `bar` (None when `out` counts itself) ticks per record."""
+        worker = SystemWorker(model, self.model_options.get(model, {}), timeout_s=self.timeout_s,
+                              threads=self._threads())
         try:
             worker.start()
         except RuntimeError as exc:
@@ -153,15 +200,16 @@ class Sweep:
                             if key in done:
                                 continue
                             out.append(self._evaluate(worker, key, sample, shape))
-                            done.add(key)
-                            bar.update(1)
+                            if bar is not None:
+                                done.add(key)
+                                bar.update(1)
         finally:
             worker.stop()
 
     def _samples(self, worker: SystemWorker, model: str, task: str, length: int) -> list[Any]:
         """Generated inside the model's process (its tokenizer sets the length); stored for the record."""
         try:
-            samples = worker.call("make_samples", task, {}, length, self.spec.n_samples, self.spec.seed).value
+            samples = worker.call("make_samples", task, self.spec.task_options.get(task, {}), length, self.spec.n_samples, self.spec.seed).value
         except CallFailed as exc:
             raise BenchError(f"task '{task}' at {length} tokens for model '{model}': {exc.detail}") from exc
         path = self.folder / "samples" / f"{_safe(model)}__{_safe(task)}__L{length}.jsonl"
@@ -178,7 +226,7 @@ class Sweep:
                                   "sample_id": sample_id, "phase": phase, "method": method,
                                   "compression": compression, "score": None, "correct": None, "sparsity": None,
                                   "prediction": None, "seconds": None, "failure": None, "detail": ""}
-        budget = {} if method == DENSE else {"compression": compression}
+        budget = {} if method == DENSE else {"compression": compression, **self.spec.method_options.get(method, {})}
         try:
             res = worker.call("score_sample", sample, method=method,
                               phase="prefill" if phase == "dense" else phase, budget=budget,

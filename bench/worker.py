@@ -9,6 +9,7 @@ Peak memory is read inside the child, so it measures the system, not the evaluat
 from __future__ import annotations
 
 import multiprocessing as mp
+import sys
 import time
 import traceback
 from dataclasses import dataclass
@@ -42,13 +43,27 @@ def _peak_gpu_mb() -> float | None:
     return torch.cuda.max_memory_allocated() / 2**20
 
 
-def _child(conn: Any, kind: str, name: str, options: dict[str, Any]) -> None:
+def _limit_threads(threads: int | None) -> None:
+    """Cap the child's math-library threads before any system imports torch / numpy kernels, so
+    several workers share the cores instead of oversubscribing them."""
+    if not threads:
+        return
+    import os
+
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+
+
+def _child(conn: Any, kind: str, name: str, options: dict[str, Any], threads: int | None = None) -> None:
     from bench import registry
     from bench.hardware import peak_rss_mb
 
+    _limit_threads(threads)
     try:
         system = registry.create(kind, name, **options)
         system.load()
+        if threads and "torch" in sys.modules:  # torch may have been imported before the env was set
+            sys.modules["torch"].set_num_threads(threads)
         conn.send(("loaded", None))
     except BaseException as exc:  # report the load failure, with its traceback, then stop
         conn.send(("load_failed", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"))
@@ -123,8 +138,9 @@ class SystemWorker:
     """One system in one child process. Use as a context manager."""
 
     def __init__(self, name: str, options: dict[str, Any] | None = None, *, kind: str = "system",
-                 timeout_s: float = DEFAULT_TIMEOUT_S):
+                 timeout_s: float = DEFAULT_TIMEOUT_S, threads: int | None = None):
         self.name, self.kind = name, kind
+        self.threads = threads  # math-library threads in the child (None: the libraries' default)
         self.options = dict(options or {})
         self.timeout_s = timeout_s
         self._ctx = mp.get_context("spawn")  # no forked torch/onnx thread pools
@@ -134,7 +150,7 @@ class SystemWorker:
 
     def start(self) -> None:
         parent, child = self._ctx.Pipe()
-        self._proc = self._ctx.Process(target=_child, args=(child, self.kind, self.name, self.options),
+        self._proc = self._ctx.Process(target=_child, args=(child, self.kind, self.name, self.options, self.threads),
                                        daemon=True, name=f"bench-{self.name}")
         start = time.perf_counter()
         self._proc.start()

@@ -11,6 +11,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from bench.errors import BenchError  # noqa: E402
 from systems.lm import data, model, runtime  # noqa: E402
 from systems.lm.model import (CheckpointError, LlamaConfig, SIZES, hidden_states, init_params,  # noqa: E402
                               load_checkpoint, logits, param_count, save_checkpoint, size_config)
@@ -63,24 +64,22 @@ def test_tokenizer_json_round_trip_and_bad_files(tokenizer):
         tokenizer.decode([tokenizer.vocab_size])
 
 
-def test_training_examples_are_deterministic_and_parts_tokenize_like_the_whole(tokenizer):
-    config = data.DataConfig()
-    first = [data.make_example(random.Random(5), 300, tokenizer, config) for _ in range(1)]
-    second = [data.make_example(random.Random(5), 300, tokenizer, config) for _ in range(1)]
-    assert first == second
-    rng = random.Random(0)
-    for name, generator in data.GENERATORS.items():
-        example = generator(rng, 400, tokenizer)
-        ids, answer_start, cuts = data.encode_example(example, tokenizer)
+def test_training_stream_is_the_task_generators_at_training_seeds(tokenizer):
+    mix = (data.TaskDraw("niah_single", 1.0), data.TaskDraw("niah_multikey", 1.0, (("haystack", "noise"),)))
+    first = data.training_batch(random.Random(5), mix, 300, 6, tokenizer)
+    assert first == data.training_batch(random.Random(5), mix, 300, 6, tokenizer)
+    assert first != data.training_batch(random.Random(6), mix, 300, 6, tokenizer)
+    for ids, answer_start in first:
         assert ids[0] == tokenizer.bos_id and ids[-1] == tokenizer.eos_id
-        assert ids[1:answer_start] == tokenizer.encode(example.prompt), name
-        assert tokenizer.decode(ids[answer_start:]) == example.target
-        assert 300 <= answer_start <= 480, (name, answer_start)
-        positions = data.stretched_positions(random.Random(1), len(ids), cuts, 2500)
-        assert positions[-1] == 2499 and all(b > a for a, b in zip(positions, positions[1:]))
-        # Inside a part positions stay consecutive: gaps only where a part starts.
-        jumps = {i for i in range(1, len(ids)) if positions[i] - positions[i - 1] > 1}
-        assert jumps <= set(cuts)
+        assert answer_start == 301  # <bos> + exactly 300 prompt tokens
+        assert tokenizer.decode(ids[answer_start:]).strip().rstrip(".").isdigit()
+    sample = data.training_sample(random.Random(1), mix[1], 300, tokenizer)
+    assert sample.seed >= data.TRAIN_SEED_BASE and sample.metadata["haystack"] == "noise"
+    # Below a task's minimum the sample is built at the minimum instead of failing.
+    short = data.training_sample(random.Random(1), mix[1], 20, tokenizer)
+    assert short.n_tokens == data.minimum_length(mix[1], tokenizer) > 20
+    with pytest.raises(BenchError, match="unknown"):
+        data.check_mix((data.TaskDraw("no-such-task", 1.0),))
 
 
 # --------------------------------------------------------------------------- the model
@@ -233,17 +232,20 @@ def test_bad_input_is_refused_before_running(small, tokenizer):
         runtime.score_sample(decoder, niah_sample(), method="dense", phase="prefill", budget={}, mode="beam", **kwargs)
 
 
-def test_scoring_rules():
+def test_generated_text_is_scored_by_the_task_rules():
+    def prepared(answers, rule, **kw):
+        return runtime.PreparedSample("p", " x", tuple(answers), rule, **kw)
+
     score = runtime.score_prediction
-    assert score(" The 4921738.\nmore", ("4921738",), "exact") == 1.0
-    assert score("4921739", ("4921738",), "exact") == 0.0
-    assert score("1, 22 and 333", ("1", "22", "3"), "all") == pytest.approx(2 / 3)
-    assert score("1, 22 and 333", ("1", "22", "3"), "all_of") == pytest.approx(2 / 3)
-    assert score(" ABCDE FGHIJ XYZZY", ("ABCDE", "FGHIJ"), "set", item_pattern=r"\b[A-Z]{5}\b") == pytest.approx(2 / 3)
-    assert score(" ABCDE FGHIJ XYZZY", ("ABCDE", "FGHIJ"), "set", item_pattern=r"\b[A-Z]{5}\b",
-                 candidates=("ABCDE", "FGHIJ")) == 1.0
-    with pytest.raises(ValueError):
-        score("x", ("x",), "fuzzy")
+    assert score(prepared(("4921738",), "exact"), " The 4921738.\nmore") == 1.0
+    assert score(prepared(("4921738",), "exact"), "4921739") == 0.0
+    assert score(prepared(("1", "22", "3"), "all_of"), "1, 22 and 333") == pytest.approx(2 / 3)
+    assert score(prepared(("ABCDE", "FGHIJ"), "set", item_pattern=r"\b[A-Z]{5}\b"), " ABCDE FGHIJ XYZZY") == \
+        pytest.approx(2 / 3)
+    assert score(prepared(("ABCDE", "FGHIJ"), "set", item_pattern=r"\b[A-Z]{5}\b", candidates=("ABCDE", "FGHIJ")),
+                 " ABCDE FGHIJ XYZZY") == 1.0
+    # a sample's own rule wins
+    assert score(runtime.PreparedSample("p", " x", ("a",), "exact", scorer=lambda text: 0.25), "a") == 0.25
 
 
 def test_dense_prompt_cache_gives_the_same_scores(small, tokenizer):

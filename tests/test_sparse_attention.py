@@ -35,7 +35,7 @@ PREFILL_OPTIONS = {
     "streaming": {},
     "power": {"block": 8},
 }
-DECODE_OPTIONS = {"dense": {}, "snapkv": {"window": 16}, "ada-snapkv": {"window": 16}, "quest": {}}
+DECODE_OPTIONS = {"dense": {}, "snapkv": {"window": 16}, "ada-snapkv": {"window": 16}, "quest": {}, "streaming": {}}
 
 
 def qkv(length: int, seed: int = 0, heads: int = H, kv_heads: int = HKV):
@@ -155,7 +155,7 @@ def test_decode_answer_tokens_attend_causally():
         assert torch.allclose(out[:, :, :3], out2[:, :, :3], atol=1e-5), name
 
 
-@pytest.mark.parametrize("name", ["snapkv", "ada-snapkv", "quest"])
+@pytest.mark.parametrize("name", ["snapkv", "ada-snapkv", "quest", "streaming"])
 def test_stepwise_generation_matches_one_teacher_forced_block(name):
     q, k, v = qkv(160, seed=10)
     qa, ka, va = qkv(6, seed=11)
@@ -165,6 +165,17 @@ def test_stepwise_generation_matches_one_teacher_forced_block(name):
     steps = [step_cache.attend(qa[:, :, t:t + 1], ka[:, :, t:t + 1], va[:, :, t:t + 1]).output for t in range(6)]
     assert torch.allclose(torch.cat(steps, 2), block.output, atol=1e-5)
     assert torch.allclose(step_cache.sparsity, block_cache.sparsity)
+
+
+def test_streaming_decode_keeps_the_sinks_and_the_most_recent_prompt_tokens():
+    q, k, v = qkv(100, seed=12)
+    cache = make_method("streaming", "decode", compression=4, sinks=4).new_cache(q, k, v)
+    kept = cache.prompt_keep[0, 0]
+    assert kept.sum() == 25 and kept[:4].all() and kept[-21:].all() and not kept[4:79].any()
+    explicit = make_method("streaming", "decode", window=10, sinks=2).new_cache(q, k, v).prompt_keep[0, 0]
+    assert explicit.sum() == 12 and explicit[:2].all() and explicit[-10:].all()
+    with pytest.raises(BadBudget, match="sinks"):
+        make_method("streaming", "decode", compression=30, sinks=4).new_cache(q, k, v)
 
 
 # --------------------------------------------------------------------------- realised sparsity

@@ -74,3 +74,37 @@ def main_raising(args, length):
 
     args = [a if a != "256" else length for a in args]
     return _cmd_sweep(build_parser().parse_args(args))
+
+
+def test_task_and_method_options_reach_the_generators_and_methods(random_checkpoint, tmp_path):
+    """--task-opt changes the samples, --method-opt the method's structure; both are in the spec
+    (so a different option is a different sweep folder), and --jobs runs models side by side
+    without changing a record."""
+    base = ["--tasks", "niah-multikey", "--task-opt", "niah-multikey.haystack=noise",
+            "--method-opt", "block-sparse.block=16", "--compressions", "4"]
+    args = sweep_args(random_checkpoint, tmp_path / "one", *base)  # the later --tasks wins
+    assert main(args) == 0
+    folder = next((tmp_path / "one").iterdir())
+    spec = json.loads((folder / "spec.json").read_text())["spec"]
+    assert spec["task_options"] == {"niah-multikey": {"haystack": "noise"}}
+    assert spec["method_options"] == {"block-sparse": {"block": 16}}
+    samples = read_jsonl(next((folder / "samples").iterdir()))
+    assert {s["metadata"]["haystack"] for s in samples} == {"noise"}
+    records = read_jsonl(folder / "records.jsonl")
+    block16 = [r for r in records if r["method"] == "block-sparse"]
+    # With 64-token blocks a 256-token prompt has 4 blocks and cannot reach C=4; with 16 it can.
+    assert block16 and all(r["failure"] is None for r in block16), block16
+    # Two copies of the model (two names for the same checkpoint) in two jobs: same records.
+    two = ["--models", "tiny-llama-xs,tiny-llama", "--model-opt", f"tiny-llama.checkpoint={random_checkpoint}",
+           "--jobs", "2"]
+    args2 = args[:args.index("--models")] + two + args[args.index("--models") + 2:]
+    args2[args2.index(str(tmp_path / "one"))] = str(tmp_path / "two")
+    assert main(args2) == 0
+    records2 = read_jsonl(next((tmp_path / "two").iterdir()) / "records.jsonl")
+    by_model = {m: sorted((r["sample_id"], r["method"], r["compression"], r["score"], r["sparsity"])
+                          for r in records2 if r["model"] == m) for m in ("tiny-llama-xs", "tiny-llama")}
+    assert by_model["tiny-llama-xs"] == by_model["tiny-llama"] == sorted(
+        (r["sample_id"], r["method"], r["compression"], r["score"], r["sparsity"]) for r in records)
+    with pytest.raises(BenchError, match="not in the grid"):
+        main_raising(sweep_args(random_checkpoint, tmp_path, "--compressions", "2", "--method-opt", "snapkv.window=8"),
+                     length="256")

@@ -68,7 +68,7 @@ CAUSAL_CONVENTION = (
 
 PREFILL_METHODS = ("dense", "vertical_slash", "flexprefill", "block_sparse", "sliding_window",
                    "power_attention")
-DECODE_METHODS = ("dense", "snapkv", "ada_snapkv", "quest")
+DECODE_METHODS = ("dense", "snapkv", "ada_snapkv", "quest", "sliding_window")
 METHOD_ALIASES = {"power": "power_attention", "streaming": "sliding_window",
                   "streaming_llm": "sliding_window"}  # names used by systems/lm/attention
 QUEST_PAGE_SIZE = 16
@@ -302,9 +302,10 @@ def decode_memory(shape: ModelShape, context_length: int, sparsity: float = 0.0,
 
 def decode_selection_memory(shape: ModelShape, method: str, context_length: int, batch: int = 1,
                             page_size: int = QUEST_PAGE_SIZE) -> float:
-    """Per-step selection reads: Quest's page min/max keys; 0 for dense and SnapKV-style eviction."""
+    """Per-step selection reads: Quest's page min/max keys; 0 for dense and eviction (SnapKV-style,
+    or StreamingLLM's sinks + recent window)."""
     name = normalise_method(method)
-    if name in ("dense", "snapkv", "ada_snapkv"):
+    if name in ("dense", "snapkv", "ada_snapkv", "sliding_window"):
         return 0.0
     if name == "quest":
         p = _positive_int("page_size", page_size)

@@ -17,7 +17,7 @@ Two scoring modes (`score_sample`):
   position is the gold token (exact match of the whole target), plus the target's summed log-prob.
 - "generate": prefill, then greedy decoding token by token through the decode cache, up to the
   target length plus a margin (or an end token); the text is scored by the sample's rule
-  (exact / all / set, `score_prediction`).
+  (exact / all_of / set, tasks.longctx.score).
 Realised sparsity is reported for the phase under test only: per layer (mean over heads), and their
 mean. Prefill sparsity is against the causal triangle of the prompt; decode sparsity against the
 keys each decode query could attend (see systems.lm.attention.base).
@@ -35,10 +35,10 @@ import torch
 
 from bench.contracts import LMScore
 from bench.errors import BenchError
+from tasks.longctx import SCORING_RULES
 
 PHASES = ("prefill", "decode")
 MODES = ("teacher-forced", "generate")
-SCORING_RULES = ("exact", "all", "all_of", "set")
 GENERATION_MARGIN = 8  # extra tokens greedy decoding may produce beyond the target length
 
 
@@ -168,41 +168,14 @@ def prepare_sample(sample: Any) -> PreparedSample:
 
 
 # --------------------------------------------------------------------------- scoring rules
-_ARTICLE = re.compile(r"^(the|a|an)\s+")
-DEFAULT_ITEM_PATTERN = r"\b\w[\w'-]*\b"
+def score_prediction(prepared: PreparedSample, prediction: str) -> float:
+    """Generated text scored by the sample's own score() when it has one, else by the long-context
+    tasks' rules (tasks.longctx.score: exact / all_of / set), so every path scores alike."""
+    if prepared.scorer is not None:
+        return float(prepared.scorer(prediction))
+    from tasks.longctx import score
 
-
-def normalize_answer(text: str) -> str:
-    text = re.sub(r"\s+", " ", text.lower()).strip()
-    text = text.strip(" .,;:!?\"'`()[]{}")
-    return _ARTICLE.sub("", text).strip()
-
-
-def score_prediction(prediction: str, answers: Sequence[str], rule: str, *, item_pattern: str = "",
-                     candidates: Sequence[str] = ()) -> float:
-    """Score generated text in [0, 1].
-
-    exact: 1 if the first line, normalised (lower case, outer punctuation and a leading article
-           dropped, spaces collapsed), equals a normalised gold answer.
-    all / all_of: fraction of gold answers found in the prediction as whole words, case-insensitive.
-    set:   Jaccard |P & G| / |P | G| of the gold set G and the items P of the prediction matching
-           item_pattern (default: words), restricted to `candidates` when given.
-    """
-    if not isinstance(prediction, str):
-        raise TypeError(f"prediction must be text; got {type(prediction).__name__}")
-    if rule == "exact":
-        first_line = prediction.strip().split("\n", 1)[0]
-        return float(normalize_answer(first_line) in {normalize_answer(a) for a in answers})
-    if rule in ("all", "all_of"):
-        found = [re.search(rf"(?<!\w){re.escape(a.lower())}(?!\w)", prediction.lower()) is not None for a in answers]
-        return sum(found) / len(found)
-    if rule == "set":
-        items = set(re.findall(item_pattern or DEFAULT_ITEM_PATTERN, prediction))
-        if candidates:
-            items &= set(candidates)
-        gold = set(answers)
-        return len(items & gold) / len(items | gold)
-    raise ValueError(f"unknown scoring rule {rule!r}; rules: {', '.join(SCORING_RULES)}")
+    return float(score(prepared, prediction))
 
 
 # --------------------------------------------------------------------------- methods per phase
@@ -384,11 +357,7 @@ def score_sample(decoder: Decoder, sample: Any, *, encode: Callable[[str], list[
         generated, per_layer = greedy_generate(decoder, prompt_ids, prefill_method, decode_method, phase,
                                                len(answer_ids) + GENERATION_MARGIN, eos_ids, state)
         prediction = decode(generated)
-        if prepared.scorer is not None:  # the task's own rule, so both scoring paths agree with the task
-            score = float(prepared.scorer(prediction))
-        else:
-            score = score_prediction(prediction, prepared.answers, prepared.scoring,
-                                     item_pattern=prepared.item_pattern, candidates=prepared.candidates)
+        score = score_prediction(prepared, prediction)
         answer_logprob = None
     seconds = time.perf_counter() - started
     sparsity = sum(per_layer) / len(per_layer) if per_layer else 0.0

@@ -6,17 +6,18 @@ systems/lm/checkpoints): <size>/{config.json, model.safetensors, tokenizer.json,
 train_config.json (every size's recipe) and MANIFEST.sha256 (`sha256sum -c` format).
 `bench train-lm --check` verifies the committed files against the manifest without training.
 
-The recipe (why each piece is there is in systems/lm/checkpoints/README.md):
-- loss: next-token cross-entropy on the answer (+ <eos>), plus `prompt_loss_weight` x the mean
-  next-token loss on the prompt (the prompt's repeated keys teach copying long before answers do);
-- curriculum: phase 1 single-needle examples with almost no haystack (measured: a 0.07M model
-  learns them in ~450 steps at 60-110 tokens, and not in 500 at 64-140), then with a haystack of
-  up to 300 tokens; phase 3 the full task mix with stretched
-  position ids (data.stretched_positions) so the model sees query-needle distances up to ~2.6k
-  tokens at short-sequence cost; phase 4 real lengths up to 1.8k (stretching alone left a 0.2M
-  model at 0% at 2k real tokens: attention over many real filler tokens must be trained too);
-- AdamW (betas 0.9/0.95, weight decay 0.05 except norms), linear warm-up then cosine decay,
-  gradient clipping at 1, one CPU thread (3-4x faster than two on this shared machine).
+The data are samples of the long-context tasks themselves (systems.lm.data.training_batch), at
+training seeds no evaluation uses. The recipe (`default_recipe`; measured reasons in
+systems/lm/checkpoints/README.md):
+- loss: next-token cross-entropy on the target (+ <eos>), plus `prompt_loss_weight` x the mean
+  next-token loss on the prompt (the repeated haystack and the question repeating the needle's key
+  are copying practice: that is how induction heads form);
+- curriculum: single needles in short haystacks until the model has left its copying plateau
+  (answer-token accuracy over the last 100 batches >= `until_accuracy`), then the task mix with
+  haystacks growing phase by phase;
+- AdamW (betas 0.9/0.95, weight decay 0.05 except norms), linear warm-up, constant learning rate
+  through the first phase (whose length varies), cosine decay over the rest; gradient clipping at
+  1; one CPU thread (3-4x faster than two on this shared machine).
 Determinism: data come from random.Random(seed strings), weights from torch.Generator(seed); with
 the same torch version and thread count a retrain reproduces the checkpoint bytes.
 """
@@ -29,31 +30,48 @@ import math
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from bench.errors import BenchError
+from systems.lm.data import TaskDraw
 
-# Phases 1-2 teach copying a number out of a haystack; phases 3-4 add several needles (key matching)
-# and long contexts. Variable tracking and stories are not trained: in trial runs, with them in the
-# mix (25%), 0.07M and 0.2M models lost even single-needle retrieval (0% held-out at 512 tokens).
-WARMUP_MIX = (("niah_noise", 0.5), ("niah_single", 0.5))
-FULL_MIX = (("niah_noise", 0.3), ("niah_single", 0.5), ("niah", 0.2))
+NOISE = (("haystack", "noise"),)
+EVAL_SEED = 999  # the held-out check after training (sweeps default to seed 0)
+# Phase 1: single needles only (the copy circuit forms on them first). Then the evaluated mix.
+WARMUP_MIX = (TaskDraw("niah_single", 1.0),)
+FULL_MIX = (TaskDraw("niah_single", 0.4), TaskDraw("niah_multikey", 0.3, NOISE),
+            TaskDraw("niah_multivalue", 0.3, NOISE))
 
 
 @dataclass(frozen=True)
 class Phase:
-    """`steps` batches of `batch` examples of the `mix` (generator name, weight), with real prompt
-    lengths log-uniform in [min_tokens, max_tokens]; with stretch_to > 0 the position ids are
-    gapped so the last one lands uniformly in [length, stretch_to) (data.stretched_positions)."""
+    """`steps` batches of `batch` samples of the `mix`, with prompt lengths log-uniform in
+    [min_tokens, max_tokens] (raised to each task's minimum).
+
+    With until_accuracy > 0 the phase goes on after `steps`, up to max_steps, until the
+    answer-token accuracy of its last 100 batches reaches until_accuracy: when a small model
+    leaves its copying plateau varies from run to run (400 to 1,200+ steps measured), and moving on
+    before it has would leave it with nothing to build on."""
 
     steps: int
     batch: int
     min_tokens: int
     max_tokens: int
-    stretch_to: int = 0
-    mix: tuple[tuple[str, float], ...] = FULL_MIX
+    mix: tuple[TaskDraw, ...] = FULL_MIX
+    until_accuracy: float = 0.0
+    max_steps: int = 0
+
+    def __post_init__(self) -> None:
+        from systems.lm.data import check_mix
+
+        check_mix(self.mix)
+        if not 0 < self.min_tokens <= self.max_tokens or self.steps < 1 or self.batch < 1:
+            raise BenchError(f"bad phase: need steps, batch >= 1 and 0 < min_tokens <= max_tokens; got {self}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "mix": [d.to_json() for d in self.mix]}
 
 
 @dataclass(frozen=True)
@@ -67,9 +85,9 @@ class TrainConfig:
     weight_decay: float = 0.05
     clip: float = 1.0
     prompt_loss_weight: float = 0.5
-    max_position_embeddings: int = 3072
-    eval_lengths: tuple[int, ...] = (512, 1024, 2048)
-    eval_samples: int = 32
+    max_position_embeddings: int = 2048
+    eval_lengths: tuple[int, ...] = (256, 512)
+    eval_samples: int = 24
     threads: int = 1
 
     @property
@@ -77,112 +95,107 @@ class TrainConfig:
         return sum(p.steps for p in self.phases)
 
     def to_json(self) -> dict[str, Any]:
-        record = asdict(self)
-        record["phases"] = [{**asdict(p), "mix": dict(p.mix)} for p in self.phases]
-        return record
+        return {**asdict(self), "phases": [p.to_json() for p in self.phases]}
 
 
 def default_recipe(size: str, seed: int = 0, scale: float = 1.0) -> TrainConfig:
-    """The committed checkpoints' recipe. `scale` multiplies every phase's steps (quick tries)."""
-    # Larger models learn faster per step and cost more per step: they get fewer steps.
-    steps = {"xs": (500, 200, 400, 200), "s": (500, 200, 400, 200), "m": (450, 150, 400, 160),
-             "l": (400, 150, 350, 120)}
-    if size not in steps:
-        raise BenchError(f"unknown model size {size!r}; sizes: {', '.join(steps)}")
-    first, warm, main_steps, long_steps = (max(1, round(n * scale)) for n in steps[size])
-    phases = (Phase(first, 16, 60, 110, 0, WARMUP_MIX),  # almost no haystack: the copy circuit forms
-              Phase(warm, 16, 100, 300, 0, WARMUP_MIX),
-              Phase(main_steps, 16, 96, 400, 2600, FULL_MIX),
-              Phase(long_steps, 4, 400, 1800, 0, FULL_MIX))
-    return TrainConfig(size=size, phases=phases, seed=seed)
+    """The committed checkpoints' recipe. `scale` multiplies every phase's steps (quick tries).
+
+    Phase 1 runs single needles at 90-160 tokens until answer-token accuracy 0.9 (at least
+    `steps`, at most 4x). Then the mix of the three evaluated needle tasks, with haystacks growing
+    phase by phase to 700 tokens (evaluation lengths 256 and 512)."""
+    plans = {"xs": ((600, 1200, 1000), 3e-3), "s": ((600, 1200, 1000), 3e-3),
+             "m": ((600, 1000, 800), 2e-3), "l": ((600, 800, 600), 1.5e-3)}
+    if size not in plans:
+        raise BenchError(f"unknown model size {size!r}; sizes: {', '.join(plans)}")
+    steps, lr = plans[size]
+    p1, p2, p3 = (max(1, round(n * scale)) for n in steps)
+    phases = (Phase(p1, 8, 90, 160, WARMUP_MIX, until_accuracy=0.9, max_steps=4 * p1),
+              Phase(p2, 8, 160, 400, FULL_MIX),
+              Phase(p3, 8, 300, 700, FULL_MIX))
+    return TrainConfig(size=size, phases=phases, seed=seed, lr=lr)
 
 
-def learning_rate(config: TrainConfig, step: int) -> float:
+def learning_rate(config: TrainConfig, step: int, decay_from: int | None) -> float:
+    """Linear warm-up, constant until `decay_from` (the end of the first phase, which may run long),
+    then cosine decay to min_lr_fraction over the remaining phases' steps."""
     if step < config.warmup:
         return config.lr * (step + 1) / config.warmup
-    progress = (step - config.warmup) / max(1, config.total_steps - config.warmup)
+    if decay_from is None:
+        return config.lr
+    remaining = max(1, sum(p.steps for p in config.phases[1:]))
+    progress = (step - decay_from) / remaining
     floor = config.lr * config.min_lr_fraction
     return floor + (config.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 def make_batch(rng: random.Random, tokenizer, phase: Phase):
-    """One batch at a shared real length, so padding stays small.
-
-    Returns ids (B, T) right-padded, position ids (B, T), and the supervised tokens as (rows,
-    positions, labels, is_answer): the hidden state at (row, position) must predict the label."""
+    """One batch at a shared prompt length (little padding): ids (B, T) right-padded, and the
+    supervised next-token targets as masks over positions 0..T-2: `is_answer` (target tokens and
+    <eos>) and `is_prompt` (the rest of the prompt)."""
     import torch
 
-    from systems.lm.data import DataConfig, encode_example, make_example, stretched_positions
+    from systems.lm.data import training_batch
 
-    data_config = DataConfig(mix=dict(phase.mix), min_tokens=phase.min_tokens, max_tokens=phase.max_tokens)
     length = int(round(math.exp(rng.uniform(math.log(phase.min_tokens), math.log(phase.max_tokens)))))
-    encoded = [encode_example(make_example(rng, length, tokenizer, data_config), tokenizer)
-               for _ in range(phase.batch)]
-    width = max(len(seq) for seq, _, _ in encoded)
-    ids = torch.full((phase.batch, width), tokenizer.pad_id, dtype=torch.long)
-    position_ids = torch.zeros((phase.batch, width), dtype=torch.long)
-    rows, positions, labels, is_answer = [], [], [], []
-    for row, (seq, answer_start, cuts) in enumerate(encoded):
+    encoded = training_batch(rng, phase.mix, length, phase.batch, tokenizer)
+    width = max(len(seq) for seq, _ in encoded)
+    ids = torch.full((len(encoded), width), tokenizer.pad_id, dtype=torch.long)
+    is_answer = torch.zeros((len(encoded), width - 1), dtype=torch.bool)
+    is_prompt = torch.zeros_like(is_answer)
+    for row, (seq, answer_start) in enumerate(encoded):
         ids[row, :len(seq)] = torch.tensor(seq)
-        virtual = rng.randint(len(seq), max(len(seq), phase.stretch_to)) if phase.stretch_to else len(seq)
-        stretched = stretched_positions(rng, len(seq), cuts, virtual)
-        # Padding continues the row's positions; it comes after every real token, so causal
-        # attention never lets a real token see it.
-        tail = list(range(stretched[-1] + 1, stretched[-1] + 1 + width - len(seq)))
-        position_ids[row] = torch.tensor(stretched + tail)
-        for position in range(1, len(seq)):
-            rows.append(row)
-            positions.append(position - 1)
-            labels.append(seq[position])
-            is_answer.append(position >= answer_start)
-    return (ids, position_ids, torch.tensor(rows), torch.tensor(positions), torch.tensor(labels),
-            torch.tensor(is_answer))
+        # position p predicts token p + 1: prompt tokens 1..answer_start-1, then the answer
+        is_prompt[row, :answer_start - 1] = True
+        is_answer[row, answer_start - 1:len(seq) - 1] = True
+    return ids, is_answer, is_prompt
 
 
-def batch_loss(params, config, prompt_weight: float, ids, position_ids, rows, positions, labels, is_answer):
+def batch_loss(params, config, prompt_weight: float, ids, is_answer, is_prompt):
     """mean answer-token loss + prompt_weight x mean prompt-token loss (answers keep full weight
-    however long the prompt is). Returns the loss and the answer tokens' logits and labels."""
+    however long the prompt is). Returns the loss and the answer tokens' logits and labels.
+    Padding comes after every real token of its row, so causal attention never lets a real token
+    see it, and no loss is taken on it."""
     import torch.nn.functional as F
 
     from systems.lm.model import hidden_states, logits
 
-    if prompt_weight == 0:
-        rows, positions, labels, is_answer = rows[is_answer], positions[is_answer], labels[is_answer], is_answer[is_answer]
-    h = hidden_states(params, config, ids, position_ids)
-    out = logits(params, config, h[rows, positions])
-    losses = F.cross_entropy(out, labels, reduction="none")
-    loss = losses[is_answer].mean()
+    h = hidden_states(params, config, ids)[:, :-1]
+    labels = ids[:, 1:]
+    keep = is_answer | is_prompt if prompt_weight else is_answer
+    out = logits(params, config, h[keep])
+    losses = F.cross_entropy(out, labels[keep], reduction="none")
+    answer = is_answer[keep]
+    loss = losses[answer].mean()
     if prompt_weight:
-        loss = loss + prompt_weight * losses[~is_answer].mean()
-    return loss, out[is_answer], labels[is_answer]
+        loss = loss + prompt_weight * losses[~answer].mean()
+    return loss, out[answer], labels[keep][answer]
 
 
 def evaluate(params, config, tokenizer, lengths: Sequence[int], n: int, seed: int,
-             mix: Sequence[tuple[str, float]] = FULL_MIX) -> dict[str, Any]:
-    """Teacher-forced exact match (every answer token and <eos> argmax-correct), per length and kind,
-    on held-out examples (their own seed stream) at real, unstretched positions."""
+             mix: Sequence[TaskDraw] = FULL_MIX) -> dict[str, Any]:
+    """Teacher-forced exact match (every target token and <eos> argmax-correct) per length and
+    task, on n samples of each task of `mix` at evaluation seed `seed` (never a training seed)."""
     import torch
 
-    from systems.lm.data import DataConfig, encode_example, make_example
+    from systems.lm.data import encode_sample
     from systems.lm.model import hidden_states, logits
+    from tasks.longctx import generate
 
-    data_config = DataConfig(mix=dict(mix))
     report: dict[str, Any] = {}
     with torch.no_grad():
         for length in lengths:
-            rng = random.Random(f"heldout|{seed}|{length}")
-            correct: dict[str, list[int]] = {}
-            for _ in range(n):
-                example = make_example(rng, length, tokenizer, data_config)
-                seq, start, _ = encode_example(example, tokenizer)
-                if len(seq) > config.max_position_embeddings:
-                    continue
-                ids = torch.tensor([seq])
-                out = logits(params, config, hidden_states(params, config, ids)[0, start - 1:-1])
-                correct.setdefault(example.kind, []).append(int(bool((out.argmax(-1) == ids[0, start:]).all())))
-            total = [v for values in correct.values() for v in values]
-            report[str(length)] = {"all": round(sum(total) / max(1, len(total)), 3),
-                                   **{k: round(sum(v) / len(v), 3) for k, v in sorted(correct.items())}}
+            row: dict[str, float] = {}
+            for draw in mix:
+                samples = generate(draw.task, length, seed=seed, n_samples=n, tokenizer=tokenizer, **dict(draw.options))
+                correct = 0
+                for sample in samples:
+                    seq, start = encode_sample(sample, tokenizer)
+                    ids = torch.tensor([seq])
+                    out = logits(params, config, hidden_states(params, config, ids)[0, start - 1:-1])
+                    correct += int(bool((out.argmax(-1) == ids[0, start:]).all()))
+                row[draw.task] = round(correct / n, 3)
+            report[str(length)] = row
     return report
 
 
@@ -207,35 +220,45 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> tuple[dict
                                        {"params": no_decay, "weight_decay": 0.0}],
                                       lr=config.lr, betas=(0.9, 0.95), eps=1e-8)
         rng = random.Random(f"train|{config.seed}")
-        log(f"[{config.size}] {param_count(model_config):,} parameters, {config.total_steps} steps")
+        log(f"[{config.size}] {param_count(model_config):,} parameters, at least {config.total_steps} steps")
         started = time.perf_counter()
-        step, history = 0, []
-        for phase in config.phases:
-            for _ in range(phase.steps):
+        step, history, phase_steps, decay_from = 0, [], [], None
+        for index, phase in enumerate(config.phases):
+            recent: list[float] = []  # answer-token accuracy of the phase's last 100 batches
+            done = 0
+            while done < phase.steps or (done < phase.max_steps
+                                         and sum(recent) / len(recent) < phase.until_accuracy):
                 for group in optimizer.param_groups:
-                    group["lr"] = learning_rate(config, step)
-                batch = make_batch(rng, tokenizer, phase)
-                loss, out, labels = batch_loss(params, model_config, config.prompt_loss_weight, *batch)
+                    group["lr"] = learning_rate(config, step, decay_from)
+                loss, out, labels = batch_loss(params, model_config, config.prompt_loss_weight,
+                                               *make_batch(rng, tokenizer, phase))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(list(params.values()), config.clip)
                 optimizer.step()
-                step += 1
-                if step % 50 == 0 or step == config.total_steps:
-                    accuracy = float((out.argmax(-1) == labels).float().mean())
+                step, done = step + 1, done + 1
+                recent = (recent + [float((out.argmax(-1) == labels).float().mean())])[-100:]
+                if step % 50 == 0 or done == phase.steps:
                     elapsed = time.perf_counter() - started
-                    history.append({"step": step, "loss": round(float(loss.detach()), 4),
-                                    "answer_token_accuracy": round(accuracy, 3), "seconds": round(elapsed, 1)})
-                    log(f"[{config.size}] step {step}/{config.total_steps} loss {float(loss.detach()):.3f} "
-                        f"answer-token acc {accuracy:.3f} ({elapsed:.0f}s)")
+                    history.append({"step": step, "phase": index + 1, "loss": round(float(loss.detach()), 4),
+                                    "answer_token_accuracy": round(sum(recent) / len(recent), 3),
+                                    "seconds": round(elapsed, 1)})
+                    log(f"[{config.size}] phase {index + 1} step {step} loss {float(loss.detach()):.3f} "
+                        f"answer-token acc (last 100) {sum(recent) / len(recent):.3f} ({elapsed:.0f}s)")
+            phase_steps.append(done)
+            if index == 0:
+                decay_from = step
         seconds = time.perf_counter() - started
         for tensor in params.values():
             tensor.requires_grad_(False)
-        evaluation = evaluate(params, model_config, tokenizer, config.eval_lengths, config.eval_samples, config.seed)
+        evaluation = evaluate(params, model_config, tokenizer, config.eval_lengths, config.eval_samples,
+                              EVAL_SEED)
     finally:
         torch.set_num_threads(previous_threads)
-    log(f"[{config.size}] trained in {seconds:.0f}s; held-out exact match {json.dumps(evaluation)}")
-    return params, model_config, tokenizer, {"train_seconds": round(seconds, 1), "history": history,
+    log(f"[{config.size}] trained in {seconds:.0f}s ({phase_steps} steps per phase); held-out exact match "
+        f"{json.dumps(evaluation)}")
+    return params, model_config, tokenizer, {"train_seconds": round(seconds, 1), "phase_steps": phase_steps,
+                                             "history": history,
                                              "heldout_exact_match": evaluation,
                                              "n_params": param_count(model_config)}
 
@@ -296,6 +319,7 @@ def train_family(out: Path, configs: Sequence[TrainConfig], log: Callable[[str],
                         metadata={"recipe": json.dumps(config.to_json(), sort_keys=True)})
         (folder / "train_log.json").write_text(json.dumps({"config": config.to_json(), **record}, indent=1) + "\n")
         summary[config.size] = {"n_params": record["n_params"], "train_seconds": record["train_seconds"],
+                                "phase_steps": record["phase_steps"],
                                 "heldout_exact_match": record["heldout_exact_match"]}
     import torch
 

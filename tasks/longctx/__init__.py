@@ -41,7 +41,12 @@ class MalformedSample(BenchError, ValueError):
 
 
 class LengthTooShort(BenchError, ValueError):
-    """The requested length cannot hold the task's fixed parts."""
+    """The requested length cannot hold the task's fixed parts; `minimum` is the least length that
+    can, when the generator knows it (else None)."""
+
+    def __init__(self, message: str, minimum: int | None = None):
+        super().__init__(message)
+        self.minimum = minimum
 
 
 # --------------------------------------------------------------------------- the sample
@@ -212,7 +217,7 @@ def fit_to_length(build: Callable[[int, str], str], target: int, counter: TokenC
     base = counter(build(0, ""))
     if base > target:
         raise LengthTooShort(f"{task}: the instruction, question and required facts alone take {base} "
-                             f"tokens; ask for n_tokens >= {base} (got {target})")
+                             f"tokens; ask for n_tokens >= {base} (got {target})", minimum=base)
     high = 1
     while counter(build(high, "")) <= target:
         high *= 2

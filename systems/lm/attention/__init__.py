@@ -6,7 +6,7 @@ sample against the causal triangle):
 Decode methods (`cache = method.new_cache(q_prompt, k, v)`, then `cache.attend(q, k_new, v_new)
 -> DecodeResult` for each step or for a teacher-forced block of answer tokens; sparsity against
 the full KV length each decode query could attend):
-    dense, snapkv, ada-snapkv, quest
+    dense, snapkv, ada-snapkv, quest, streaming (sinks + recent window kept: StreamingLLM's eviction)
 
 Every method takes a budget: `compression=C` (C = 1/(1 - sparsity), C >= 1) or its own explicit
 budget (window, top_k, n_vertical/n_slash, gamma, capacity, token_budget...). A budget the method
@@ -25,7 +25,7 @@ _METHODS = {
     "vertical-slash": ("vertical_slash", "VerticalSlash", ("prefill",)),
     "flexprefill": ("flexprefill", "FlexPrefill", ("prefill",)),
     "block-sparse": ("block_sparse", "BlockSparse", ("prefill",)),
-    "streaming": ("streaming", "SlidingWindowSinks", ("prefill",)),
+    "streaming": ("streaming", "SlidingWindowSinks", ("prefill", "decode")),
     "power": ("power", "PowerAttention", ("prefill",)),
     "snapkv": ("snapkv", "SnapKV", ("decode",)),
     "ada-snapkv": ("snapkv", "AdaSnapKV", ("decode",)),

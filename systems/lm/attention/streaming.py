@@ -1,7 +1,11 @@
-"""Sliding window with attention sinks (StreamingLLM, Xiao et al. 2023), as a prefill pattern.
+"""Sliding window with attention sinks (StreamingLLM, Xiao et al. 2023), in both phases.
 
-Query i attends the first `sinks` tokens and the `window` most recent tokens (itself included).
-The pattern is static, so the window that realises a compression ratio C is solved exactly.
+Prefill: query i attends the first `sinks` tokens and the `window` most recent tokens (itself
+included). The pattern is static, so the window that realises a compression ratio C is solved
+exactly.
+Decode (StreamingLLM's own setting, KV eviction): the cache keeps the first `sinks` prompt tokens
+and the most recent prompt tokens up to a capacity of round(prompt_length / C) (or `window` +
+sinks); answer tokens are always kept.
 """
 
 from __future__ import annotations
@@ -9,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from systems.lm.attention.base import (PrefillMethod, causal_pairs, check_int, closest_budget,
-                                       one_budget, unreachable)
+from systems.lm.attention.base import (BadBudget, DecodeCache, DecodeMethod, PrefillMethod, causal_pairs,
+                                       check_int, check_qkv, closest_budget, one_budget, unreachable)
 
 
 def window_sink_pairs(length: int, window: int, sinks: int) -> int:
@@ -21,8 +25,9 @@ def window_sink_pairs(length: int, window: int, sinks: int) -> int:
     return int((recent + sink).sum())
 
 
-class SlidingWindowSinks(PrefillMethod):
+class SlidingWindowSinks(PrefillMethod, DecodeMethod):
     name = "streaming"
+    phase = "both"
 
     def __init__(self, compression: float | None = None, *, window: int | None = None, sinks: int = 4):
         self.compression = one_budget(self.name, compression, {"window": window})
@@ -49,3 +54,21 @@ class SlidingWindowSinks(PrefillMethod):
             return ((cols < sinks) | (rows - cols < window))[None, None]
 
         return allowed_rows, {"window": window, "sinks": sinks}
+
+    def new_cache(self, q_prompt: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> DecodeCache:
+        """q_prompt is not needed: the kept positions depend on position only."""
+        check_qkv(k.new_empty(k.shape[0], q_prompt.shape[1], k.shape[2], k.shape[3]), k, v, self.name)
+        length = k.shape[2]
+        sinks = min(self.sinks, length)
+        if self.window is not None:
+            recent = min(self.window, length - sinks)
+        else:
+            recent = round(length / self.compression) - sinks
+            if recent < 1:
+                raise BadBudget(f"{self.name}: compression C={self.compression:g} keeps "
+                                f"{round(length / self.compression)} of {length} prompt tokens, not more than the "
+                                f"{sinks} sinks; the valid range here is [1, {length / (sinks + 1):.3g}]")
+        keep = torch.zeros(k.shape[0], k.shape[1], length, dtype=torch.bool, device=k.device)
+        keep[..., :sinks] = True
+        keep[..., length - recent:] = True
+        return DecodeCache(k, v, keep, self.name)
