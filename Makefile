@@ -1,5 +1,5 @@
 # The two set-up commands of the README. Each installs what it needs (scripts/setup.sh) first.
-.PHONY: setup demo test bench
+.PHONY: setup demo test bench sparse-sweep
 
 setup:
 	./scripts/setup.sh
@@ -14,3 +14,20 @@ test: setup
 # Side-by-side speed benchmarks (cached re-run vs first run; batched vs per-file scoring).
 bench: setup
 	.venv/bin/python benchmarks/scoring_speed.py
+
+# The sparse-attention grid of the README: 3 sizes of our model family x 6 compression ratios x
+# 4 methods x 2 phases x 3 tasks x 2 lengths, 100 samples each, then the analyses.
+# Method structure is scaled to 256-512-token prompts (8-16-token blocks, 4 local diagonals).
+SWEEP_MODELS ?= tiny-llama-s,tiny-llama-m,tiny-llama-l
+SWEEP_SAMPLES ?= 100
+sparse-sweep: setup
+	.venv/bin/bench sweep --models $(SWEEP_MODELS) \
+	  --tasks niah-single,niah-multikey,niah-multivalue \
+	  --task-opt niah-multikey.haystack=noise --task-opt niah-multivalue.haystack=noise \
+	  --lengths 256,512 --compressions 1.5,2,3,5,8,12 \
+	  --prefill-methods vertical-slash,flexprefill,block-sparse,streaming \
+	  --decode-methods snapkv,ada-snapkv,quest,streaming \
+	  --method-opt vertical-slash.local=4 --method-opt vertical-slash.last_q=32 \
+	  --method-opt flexprefill.block=8 --method-opt flexprefill.min_budget=8 --method-opt flexprefill.local=4 \
+	  --method-opt block-sparse.block=8 --method-opt snapkv.window=8 --method-opt ada-snapkv.window=8 \
+	  --samples $(SWEEP_SAMPLES) --jobs 2 --out runs

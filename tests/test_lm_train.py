@@ -30,7 +30,7 @@ def test_training_is_deterministic_by_seed_and_lowers_the_loss():
     assert not torch.equal(params_a["model.norm.weight"], params_c["model.norm.weight"])
     # 30 steps take the loss (logged at the end of each phase) from ln(vocab) ~ 6.8 (x 1.5 with the prompt term) to well below.
     assert record_a["history"][-1]["loss"] < 0.75 * 1.5 * math.log(config.vocab_size)
-    assert set(record_a["heldout_exact_match"]["256"]) == {d.task for d in train.FULL_MIX}
+    assert set(record_a["heldout_exact_match"]["256"]) == {d.task for d in train.EVAL_MIX}
     assert record_a["phase_steps"] == [25, 5]
 
 
@@ -44,7 +44,7 @@ def test_main_writes_checkpoints_config_and_a_manifest_that_catches_changes(tmp_
     params, config, tokenizer = load_checkpoint(out / "xs")
     assert config.num_hidden_layers == 2 and tokenizer.vocab_size == config.vocab_size
     recipe = json.loads((out / train.TRAIN_CONFIG).read_text())
-    assert recipe["recipes"]["xs"]["phases"][0]["steps"] == 25 and "torch" in recipe
+    assert recipe["recipes"]["xs"]["phases"][0]["steps"] == 25 and "torch" in recipe["environment"]["xs"]
     assert recipe["recipes"]["xs"]["phases"][1]["mix"][1] == {"task": "niah_multikey", "weight": 0.3,
                                                              "options": {"haystack": "noise"}}
     assert train.verify_manifest(out) == []

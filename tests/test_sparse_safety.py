@@ -15,6 +15,7 @@ from bench.sparse.safety import (
     TEST_NAME,
     holm_adjust,
     paired_counts,
+    phase_comparison,
     safe_sparsity,
     safe_sparsity_table,
     tango_noninferiority,
@@ -171,6 +172,20 @@ def test_dense_rows_without_phase_serve_both_phases() -> None:
     records += [r for r in _records(dense, {3.0: dense}, ["a"], "quest", "decode") if r["method"] != "dense"]
     rows = safe_sparsity(records)["rows"]
     assert {(r["phase"], r["safe_compression"]) for r in rows} == {("prefill", 3.0), ("decode", 3.0)}
+
+
+def test_prefill_vs_decode_picks_each_phases_best_method() -> None:
+    rng = np.random.default_rng(4)
+    dense = (rng.random((1, 300)) < 0.8).astype(int)
+    bad = _degrade(dense, 0.5, rng)
+    records = [dict(r, phase=None) for r in _records(dense, {}, ["a"])]
+    for method, phase, by_c in (("vertical_slash", "prefill", {2.0: dense, 5.0: bad}),
+                                ("block_sparse", "prefill", {2.0: dense, 5.0: dense}),
+                                ("quest", "decode", {2.0: bad, 5.0: bad})):
+        records += [r for r in _records(dense, by_c, ["a"], method, phase) if r["method"] != "dense"]
+    (row,) = phase_comparison(safe_sparsity_table(safe_sparsity(records)))
+    assert (row["prefill"], row["prefill_method"]) == (5.0, "block_sparse")
+    assert (row["decode"], row["decode_method"]) == (1.0, None)  # no sparse level safe: C = 1
 
 
 @pytest.mark.parametrize("mutate,match", [

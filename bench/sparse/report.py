@@ -95,7 +95,7 @@ def analyse(folder: Path, *, margin: float = 0.05, alpha: float = 0.05, correcti
             plots: bool = True) -> dict[str, Any]:
     from bench.jsonio import read_json
     from bench.sparse.frontier import frontier_table, plot_frontier
-    from bench.sparse.safety import safe_sparsity, safe_sparsity_table
+    from bench.sparse.safety import phase_comparison, safe_sparsity, safe_sparsity_table
     from bench.sparse.scaling import fit_logit_law, validate_logit_law
     from bench.sweep import load_records
 
@@ -115,6 +115,7 @@ def analyse(folder: Path, *, margin: float = 0.05, alpha: float = 0.05, correcti
     try:
         result["safety"] = safe_sparsity(safety_records(records), margin=margin, alpha=alpha, correction=correction)
         result["safe_sparsity_table"] = safe_sparsity_table(result["safety"])
+        result["safety"]["prefill_vs_decode"] = phase_comparison(result["safe_sparsity_table"])
     except SparseAnalysisError as exc:
         result["safety"] = {"error": str(exc)}
         result["safe_sparsity_table"] = []
@@ -169,6 +170,11 @@ def render_report(result: dict[str, Any]) -> str:
                 for r in sorted(result["safe_sparsity_table"],
                                 key=lambda r: (str(r["model"]), r["length"], r["phase"], r["method"]))]
         lines += _table(["model", "length", "method", "phase", "safe C", "largest safe (any order)"], rows)
+        lines.append("")
+        lines.append("prefill vs decode: largest safe C over each phase's methods (1.00: no sparse level was safe)")
+        rows = [[r["model"], r["length"], _f(r["prefill"], ".2f"), r["prefill_method"] or "-",
+                 _f(r["decode"], ".2f"), r["decode_method"] or "-"] for r in safety["prefill_vs_decode"]]
+        lines += _table(["model", "length", "prefill C", "by", "decode C", "by"], rows)
     lines.append("")
     for phase, block in result["scaling"].items():
         if "error" in block:

@@ -145,6 +145,22 @@ def safe_sparsity_table(report: Mapping[str, Any]) -> list[dict[str, Any]]:
              "correction": report["correction"]} for r in report["rows"]]
 
 
+def phase_comparison(table: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Prefill against decode: per (model, length), each phase's largest safe compression over its
+    methods and the method that reaches it (C = 1 where no sparse level was safe)."""
+    best: dict[tuple, dict[str, Any]] = {}
+    for row in table:
+        key = (row["model"], row["length"])
+        entry = best.setdefault(key, {"model": row["model"], "length": row["length"],
+                                      "prefill": None, "prefill_method": None,
+                                      "decode": None, "decode_method": None})
+        safe = row["safe_compression"]
+        phase = row["phase"]
+        if safe is not None and (entry[phase] is None or safe > entry[phase]):
+            entry[phase], entry[f"{phase}_method"] = safe, row["method"] if safe > 1.0 else None
+    return [best[k] for k in sorted(best, key=lambda k: (str(k[0]), k[1]))]
+
+
 # --------------------------------------------------------------------------- internals
 def _test_level(compression: float, by_task: Mapping[str, dict[str, Any]],
                 dense_by_task: Mapping[str, dict[str, Any]], margin: float, alpha: float,
