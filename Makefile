@@ -17,8 +17,10 @@ bench: setup
 
 # The sparse-attention grid of the README: 3 sizes of our model family x 6 compression ratios x
 # 4 methods x 2 phases x 3 tasks x 2 lengths, 100 samples each, then the analyses.
-# Method structure is scaled to 256-512-token prompts (8-16-token blocks, 4 local diagonals).
-SWEEP_MODELS ?= tiny-llama-s,tiny-llama-m,tiny-llama-l
+# With --jobs 2 the models start in the order given: largest first keeps both cores busy.
+# Method structure is scaled to 256-512-token prompts (8-token blocks, 4 local diagonals,
+# 16-token SnapKV observation windows: with 8, tiny-llama-m lost the end of the needle even at C=2).
+SWEEP_MODELS ?= tiny-llama-m,tiny-llama-s,tiny-llama-xs
 SWEEP_SAMPLES ?= 100
 sparse-sweep: setup
 	.venv/bin/bench sweep --models $(SWEEP_MODELS) \
@@ -29,5 +31,5 @@ sparse-sweep: setup
 	  --decode-methods snapkv,ada-snapkv,quest,streaming \
 	  --method-opt vertical-slash.local=4 --method-opt vertical-slash.last_q=32 \
 	  --method-opt flexprefill.block=8 --method-opt flexprefill.min_budget=8 --method-opt flexprefill.local=4 \
-	  --method-opt block-sparse.block=8 --method-opt snapkv.window=8 --method-opt ada-snapkv.window=8 \
+	  --method-opt block-sparse.block=8 --method-opt snapkv.window=16 --method-opt ada-snapkv.window=16 \
 	  --samples $(SWEEP_SAMPLES) --jobs 2 --out runs

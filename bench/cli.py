@@ -114,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--out", type=Path, default=Path("runs"))
     sweep.add_argument("--timeout", type=float, default=900.0, help="seconds per evaluation before the model is killed")
     sweep.add_argument("--jobs", type=int, default=1,
-                       help="models evaluated at once (each with cores/jobs threads; records do not change)")
+                       help="models evaluated at once, started in the order given (list the largest first); "
+                            "each worker gets cores/jobs threads; records do not change")
     sweep.add_argument("--margin", type=float, default=0.10, help="non-inferiority margin for safe sparsity")
     sweep.add_argument("--no-analysis", action="store_true", help="only run; analyse later with `bench fit`")
     sweep.add_argument("--no-progress", action="store_true")

@@ -45,7 +45,7 @@ def test_main_writes_checkpoints_config_and_a_manifest_that_catches_changes(tmp_
     assert config.num_hidden_layers == 2 and tokenizer.vocab_size == config.vocab_size
     recipe = json.loads((out / train.TRAIN_CONFIG).read_text())
     assert recipe["recipes"]["xs"]["phases"][0]["steps"] == 25 and "torch" in recipe["environment"]["xs"]
-    assert recipe["recipes"]["xs"]["phases"][1]["mix"][1] == {"task": "niah_multikey", "weight": 0.3,
+    assert recipe["recipes"]["xs"]["phases"][1]["mix"][1] == {"task": "niah_multikey", "weight": 0.2,
                                                              "options": {"haystack": "noise"}}
     assert train.verify_manifest(out) == []
     assert train.main(["--check", "--out", str(out)]) == 0

@@ -165,11 +165,12 @@ def render_report(result: dict[str, Any]) -> str:
     else:
         lines.append(f"safe sparsity: {safety['test']}; margin {safety['margin']}, alpha {safety['alpha']}, "
                      f"correction {safety['correction']}")
-        rows = [[r["model"], r["length"], r["method"], r["phase"], _f(r["safe_compression"], ".2f"),
-                 _f(r["largest_safe_ignoring_order"], ".2f")]
+        rows = [[r["model"], r["length"], r["method"], r["phase"], _f(r["dense_accuracy"]),
+                 _f(r["safe_compression"], ".2f"), _f(r["largest_safe_ignoring_order"], ".2f")]
                 for r in sorted(result["safe_sparsity_table"],
                                 key=lambda r: (str(r["model"]), r["length"], r["phase"], r["method"]))]
-        lines += _table(["model", "length", "method", "phase", "safe C", "largest safe (any order)"], rows)
+        lines.append("(dense acc: mean over tasks; where it is near 0, 'safe' only says sparse is no worse than nothing)")
+        lines += _table(["model", "length", "method", "phase", "dense acc", "safe C", "largest safe (any order)"], rows)
         lines.append("")
         lines.append("prefill vs decode: largest safe C over each phase's methods (1.00: no sparse level was safe)")
         rows = [[r["model"], r["length"], _f(r["prefill"], ".2f"), r["prefill_method"] or "-",

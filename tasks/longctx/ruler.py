@@ -94,12 +94,13 @@ def pad_words(filler: Filler, rng) -> Iterator[str]:
 
 
 def insert_at_depths(units: list[str], inserts: list[tuple[float, str]]) -> list[str]:
-    """Put each (depth in [0, 1], text) between units at position round(depth * len(units)),
-    keeping the given order for equal positions."""
+    """Put each (depth in [0, 1], text) between units at position round(depth * len(units)); texts
+    at the same position keep the order of their depths (then the given order), so the text order
+    is always the depth order."""
     n = len(units)
-    out, placed = [], sorted(((round(d * n), i, text) for i, (d, text) in enumerate(inserts)))
+    out, placed = [], sorted(((round(d * n), d, i, text) for i, (d, text) in enumerate(inserts)))
     cursor = 0
-    for position, _, text in placed:
+    for position, _, _, text in placed:
         out.extend(units[cursor:position])
         cursor = max(cursor, position)
         out.append(text)
@@ -151,9 +152,12 @@ def _niah(task: str, n_tokens: int, seed: int, index: int, counter: TokenCounter
             if value not in used:
                 used.add(value)
                 values[key].append(value)
-    needles = [(rng.random(), needle_sentence(k, v, value_type)) for k in keys for v in values[k]]
+    depths = {(k, v): rng.random() for k in keys for v in values[k]}
+    needles = [(depths[k, v], needle_sentence(k, v, value_type)) for k in keys for v in values[k]]
     queried = rng.sample(keys, num_queries)
-    answers = [v for k in queried for v in values[k]]
+    # Each key's values in the order they appear in the text: the canonical target must be
+    # predictable from the prompt, or teacher-forced exact match would score the order, not recall.
+    answers = [v for k in queried for v in sorted(values[k], key=lambda value: depths[k, value])]
 
     plural = len(answers) > 1
     noun = value_type if plural else value_type[:-1]

@@ -114,7 +114,7 @@ def expand_kv(x: torch.Tensor, heads: int) -> torch.Tensor:
 
 
 def attend_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                allowed_rows: Callable[[int, int], torch.Tensor], chunk: int = 256,
+                allowed_rows: Callable[[int, int], torch.Tensor], chunk: int | None = None,
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Causal attention restricted to a pattern: the masked reference every prefill method can use.
 
@@ -122,9 +122,12 @@ def attend_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     0..r1-1 the queries r0..r1-1 may attend (the causal mask is applied here as well). Queries are
     processed in chunks so memory stays O(chunk * L); key columns that no query of a chunk attends
     are dropped before the matmuls, so local and static patterns cost less than dense. Returns the
-    output and the attended (query, key<=query) pair count per (batch, head).
+    output and the attended (query, key<=query) pair count per (batch, head). The default chunk
+    holds about 4M scores per chunk (whole short sequences in one step, 256+ rows at long ones).
     """
     batch, heads, length, dim = q.shape
+    if chunk is None:
+        chunk = max(256, (1 << 22) // max(1, batch * heads * length))
     keys, values = expand_kv(k, heads), expand_kv(v, heads)
     out = torch.empty_like(q)
     attended = torch.zeros(batch, heads, dtype=torch.long, device=q.device)
