@@ -147,3 +147,16 @@ def test_bootstrap_ci_is_seeded_and_brackets_mean():
     assert d["n"] == 2 and d["mean"] == 2.0
     assert describe([])["mean"] is None
     assert percentile([1, 2, 3, 4], 50) == 2.5
+
+
+def test_atomic_writes_are_readable_like_ordinary_files(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        write_json_atomic(tmp_path / "shared.json", {"v": 1})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "shared.json").stat().st_mode) == 0o644
+    assert read_json(tmp_path / "shared.json") == {"v": 1}
