@@ -76,6 +76,7 @@ def plot_frontier(records: Iterable[Mapping[str, Any]], path: str | Path, title:
 
     matplotlib.use("Agg")  # no display on servers and CI
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     phases = sorted({row["phase"] for row in table}, key=lambda p: (PHASE_ORDER.get(p, 9), str(p)))
     lengths = sorted({row["length"] for row in table})
@@ -99,12 +100,14 @@ def plot_frontier(records: Iterable[Mapping[str, Any]], path: str | Path, title:
         ax.step([row["cost"] for row in front], [row["accuracy"] for row in front], where="post",
                 color="black", linewidth=1.2)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # labels at powers of 10 only
         ax.set_title(f"{phase}, L={length}")
         ax.set_xlabel(labels.get(str(phase), "cost"))
         ax.set_ylabel("accuracy")
         ax.grid(True, which="both", alpha=0.3)
     handles = [plt.Line2D([], [], color=colours[m], marker="o", linestyle="", label=m) for m in methods]
-    handles += [plt.Line2D([], [], color="grey", marker=markers[s], linestyle="",
+    # Size markers hollow and black, so no method's colour (tab10 has a grey) reads as a size.
+    handles += [plt.Line2D([], [], color="black", marker=markers[s], markerfacecolor="none", linestyle="",
                            label=f"{_params_label(s)} params") for s in sizes]
     handles.append(plt.Line2D([], [], color="black", label="Pareto frontier"))
     fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
