@@ -131,43 +131,33 @@ class Sweep:
     def run(self) -> Path:
         validate_grid(self.spec)
         self._write_or_check_spec()
-        done = {record_key(r) for r in read_jsonl(self.folder / "records.jsonl")}
+        done = frozenset(record_key(r) for r in read_jsonl(self.folder / "records.jsonl"))
         total = len(self.spec.models) * len(self.spec.tasks) * len(self.spec.lengths) * \
             self.spec.n_samples * len(self.spec.configs())
         from tqdm import tqdm
 
-        bar = tqdm(total=total, initial=len(done), desc="sweep", unit="eval", disable=not self.progress,
-                   file=sys.stderr, dynamic_ncols=True)
         if not isinstance(self.jobs, int) or self.jobs < 1:
             raise BenchError(f"jobs must be a positive integer; got {self.jobs!r}")
+        bar = tqdm(total=total, initial=len(done), desc="sweep", unit="eval", disable=not self.progress,
+                   file=sys.stderr, dynamic_ncols=True)
         try:
             with JsonlAppender(self.folder / "records.jsonl") as out:
+                recorder = _Recorder(out, bar)
                 if self.jobs == 1:
                     for model in self.spec.models:
-                        self._run_model(model, done, out, bar)
+                        self._run_model(model, done, recorder)
                 else:
-                    self._run_parallel(done, out, bar)
+                    self._run_parallel(done, recorder)
         finally:
             bar.close()
         return self.folder
 
-    def _run_parallel(self, done: set, out: JsonlAppender, bar: Any) -> None:
-        """Models in `jobs` threads, each driving its own worker process; appends are serialised."""
-        import threading
+    def _run_parallel(self, done: frozenset, recorder: "_Recorder") -> None:
+        """Models in `jobs` threads, each driving its own worker process."""
         from concurrent.futures import ThreadPoolExecutor
 
-        lock = threading.Lock()
-
-        class Locked:
-            def append(self, record: dict[str, Any]) -> None:
-                with lock:
-                    out.append(record)
-                    done.add(record_key(record))
-                    bar.update(1)
-
         with ThreadPoolExecutor(max_workers=self.jobs) as pool:
-            futures = [pool.submit(self._run_model, model, frozenset(done), Locked(), None)
-                       for model in self.spec.models]
+            futures = [pool.submit(self._run_model, model, done, recorder) for model in self.spec.models]
             for future in futures:
                 future.result()  # re-raises the first model's failure
 
@@ -176,8 +166,8 @@ class Sweep:
 
         return None if self.jobs == 1 else max(1, (os.cpu_count() or 1) // self.jobs)
 
-    def _run_model(self, model: str, done: set | frozenset, out: Any, bar: Any) -> None:
-        """`out.append` takes each record; `bar` (None when `out` counts itself) ticks per record."""
+    def _run_model(self, model: str, done: frozenset, recorder: "_Recorder") -> None:
+        """Every configuration of one model whose key is not in `done` (the records already stored)."""
         worker = SystemWorker(model, self.model_options.get(model, {}), timeout_s=self.timeout_s,
                               threads=self._threads())
         try:
@@ -199,17 +189,15 @@ class Sweep:
                             key = (model, task, length, sample.id, phase, method, float(compression))
                             if key in done:
                                 continue
-                            out.append(self._evaluate(worker, key, sample, shape))
-                            if bar is not None:
-                                done.add(key)
-                                bar.update(1)
+                            recorder.append(self._evaluate(worker, key, sample, shape))
         finally:
             worker.stop()
 
     def _samples(self, worker: SystemWorker, model: str, task: str, length: int) -> list[Any]:
         """Generated inside the model's process (its tokenizer sets the length); stored for the record."""
         try:
-            samples = worker.call("make_samples", task, self.spec.task_options.get(task, {}), length, self.spec.n_samples, self.spec.seed).value
+            samples = worker.call("make_samples", task, self.spec.task_options.get(task, {}), length,
+                                  self.spec.n_samples, self.spec.seed).value
         except CallFailed as exc:
             raise BenchError(f"task '{task}' at {length} tokens for model '{model}': {exc.detail}") from exc
         path = self.folder / "samples" / f"{_safe(model)}__{_safe(task)}__L{length}.jsonl"
@@ -239,6 +227,22 @@ class Sweep:
         record.update(score=float(score.score), correct=int(score.score >= 1.0), sparsity=float(score.sparsity),
                       prediction=score.prediction, seconds=res.seconds)
         return record
+
+
+class _Recorder:
+    """Appends a record durably and ticks the progress bar; a lock makes it safe from the threads
+    of --jobs."""
+
+    def __init__(self, out: JsonlAppender, bar: Any):
+        import threading
+
+        self.out, self.bar = out, bar
+        self.lock = threading.Lock()
+
+    def append(self, record: dict[str, Any]) -> None:
+        with self.lock:
+            self.out.append(record)
+            self.bar.update(1)
 
 
 def _safe(name: str) -> str:

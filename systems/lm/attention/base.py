@@ -107,6 +107,12 @@ def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, method: str) ->
     return batch, heads, kv_heads, length, dim
 
 
+def check_prompt_kv(q_prompt: torch.Tensor, k: torch.Tensor, v: torch.Tensor, method: str) -> None:
+    """Checks a decode cache's inputs: the prompt's keys/values, with q_prompt giving the query
+    heads (it may hold only the last prompt queries, so its length is not checked here)."""
+    check_qkv(k.new_empty(k.shape[0], q_prompt.shape[1], k.shape[2], k.shape[3]), k, v, method)
+
+
 def expand_kv(x: torch.Tensor, heads: int) -> torch.Tensor:
     """(B, kv_heads, ...) -> (B, heads, ...): query head h reads KV head h // group."""
     group = heads // x.shape[1]

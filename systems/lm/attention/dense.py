@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from systems.lm.attention.base import (DecodeCache, DecodeMethod, PrefillMethod, PrefillResult,
-                                       causal_pairs, check_compression, check_qkv, expand_kv)
+                                       causal_pairs, check_compression, check_prompt_kv, check_qkv, expand_kv)
 
 
 class Dense(PrefillMethod, DecodeMethod):
@@ -32,5 +32,5 @@ class Dense(PrefillMethod, DecodeMethod):
 
     def new_cache(self, q_prompt: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> DecodeCache:
         """q_prompt is not needed (any number of the last prompt queries may be passed)."""
-        check_qkv(k.new_empty(k.shape[0], q_prompt.shape[1], k.shape[2], k.shape[3]), k, v, self.name)
+        check_prompt_kv(q_prompt, k, v, self.name)
         return DecodeCache(k, v, None, self.name)

@@ -19,7 +19,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from systems.lm.attention.base import (BadBudget, DecodeCache, DecodeMethod, check_int, check_qkv,
+from systems.lm.attention.base import (BadBudget, DecodeCache, DecodeMethod, check_int, check_prompt_kv,
                                        expand_kv, one_budget)
 
 
@@ -80,7 +80,7 @@ class Quest(DecodeMethod):
                             f"is [1, {max(1.0, length / self.page_size):.3g}]")
 
     def new_cache(self, q_prompt: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> QuestCache:
-        check_qkv(k.new_empty(k.shape[0], q_prompt.shape[1], k.shape[2], k.shape[3]), k, v, self.name)
+        check_prompt_kv(q_prompt, k, v, self.name)
         self.check_reachable(k.shape[2])
         pages = None if self.token_budget is None else self.token_budget // self.page_size
         return QuestCache(k, v, self.page_size, pages, self.compression, self.name)

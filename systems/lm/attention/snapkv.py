@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from systems.lm.attention.base import (BadBudget, DecodeCache, DecodeMethod, check_fraction,
-                                       check_int, check_qkv, one_budget)
+                                       check_int, check_prompt_kv, one_budget)
 from systems.lm.attention.vertical_slash import last_query_attention
 
 
@@ -63,7 +63,7 @@ class SnapKV(DecodeMethod):
         if q_prompt.dim() != 4 or q_prompt.shape[0] != k.shape[0] or q_prompt.shape[2] > k.shape[2]:
             raise ValueError(f"{self.name}: q_prompt must be (batch, heads, n <= prompt_length, head_dim); "
                              f"got {tuple(q_prompt.shape)} for keys {tuple(k.shape)}")
-        check_qkv(k.new_empty(k.shape[0], q_prompt.shape[1], k.shape[2], k.shape[3]), k, v, self.name)
+        check_prompt_kv(q_prompt, k, v, self.name)
         if q_prompt.shape[2] < min(self.window, k.shape[2]):
             raise ValueError(f"{self.name}: needs the last {self.window} prompt queries; got {q_prompt.shape[2]}")
         return k.shape[2]

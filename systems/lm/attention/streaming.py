@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from systems.lm.attention.base import (BadBudget, DecodeCache, DecodeMethod, PrefillMethod, causal_pairs,
-                                       check_int, check_qkv, closest_budget, one_budget, unreachable)
+                                       check_int, check_prompt_kv, closest_budget, one_budget, unreachable)
 
 
 def window_sink_pairs(length: int, window: int, sinks: int) -> int:
@@ -57,7 +57,7 @@ class SlidingWindowSinks(PrefillMethod, DecodeMethod):
 
     def new_cache(self, q_prompt: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> DecodeCache:
         """q_prompt is not needed: the kept positions depend on position only."""
-        check_qkv(k.new_empty(k.shape[0], q_prompt.shape[1], k.shape[2], k.shape[3]), k, v, self.name)
+        check_prompt_kv(q_prompt, k, v, self.name)
         length = k.shape[2]
         sinks = min(self.sinks, length)
         if self.window is not None:
