@@ -101,7 +101,22 @@ def _synthesize(system: Any, text: str, prompt: Any, item: Any) -> SynthesisResu
         return SynthesisResult(samples, rate, elapsed, first if system.streaming else None,
                                peak_rss_mb(), peak_gpu_mb=_peak_gpu_mb())
     except Exception as exc:
-        return SynthesisResult(None, None, None, None, peak_rss_mb(), "exception", f"{type(exc).__name__}: {exc}")
+        return SynthesisResult(None, None, None, None, peak_rss_mb(), failure_reason(exc), f"{type(exc).__name__}: {exc}")
+
+
+def failure_reason(exc: BaseException) -> str:
+    """The reason tag a failed synthesis is counted under: the exception's own `reason` attribute
+    when it declares one (e.g. an autoregressive model's 'no_stop'), else 'exception'."""
+    import re
+
+    reason = getattr(exc, "reason", None)
+    if isinstance(reason, str) and re.fullmatch(r"[a-z][a-z0-9_]{0,31}", reason) and reason not in _ENGINE_REASONS:
+        return reason
+    return "exception"
+
+
+# Tags the engine itself gives; a system may not claim them for its own exceptions.
+_ENGINE_REASONS = frozenset({"timeout", "crashed", "missing", "unavailable", "load_failed"})
 
 
 def _call(system: Any, method: str, args: tuple, kwargs: dict[str, Any]) -> tuple[str, Any]:

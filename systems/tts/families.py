@@ -1,0 +1,205 @@
+"""Training of the three families on the aligned corpus (called by `bench train-tts --family F`).
+
+One loop for all: random crops of whole utterances (frames, their phones from the aligner's
+durations, their tokens), AdamW with linear warm-up and cosine decay, gradient clipping, bf16
+autocast on CPU, fixed steps (the recipe, `RECIPES`), a loss curve in train_log.json.
+Held-out: the corpus holds training sentences only; evaluation sentences and voices come from
+other streams (tasks.tts_eval), so nothing evaluated is ever trained on.
+"""
+
+from __future__ import annotations
+
+import os
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from bench.errors import BenchError
+
+
+@dataclass(frozen=True)
+class Recipe:
+    family: str
+    steps: int
+    batch: int = 16
+    max_frames: int = 400  # most utterances whole (mean 202 frames): inference runs prompt + target
+    lr: float = 5e-4
+    warmup: int = 200
+    min_lr_fraction: float = 0.1
+    weight_decay: float = 0.01
+    clip: float = 1.0
+    seed: int = 0
+    bf16: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+RECIPES = {
+    "flow": Recipe("flow", steps=2600),
+    "nar": Recipe("nar", steps=2000),
+    "ar": Recipe("ar", steps=1700),
+}
+
+
+def learning_rate(recipe: Recipe, step: int) -> float:
+    if step < recipe.warmup:
+        return recipe.lr * (step + 1) / recipe.warmup
+    progress = (step - recipe.warmup) / max(1, recipe.steps - recipe.warmup)
+    floor = recipe.lr * recipe.min_lr_fraction
+    return floor + (recipe.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def make_batch(rng: random.Random, utterances: Sequence[Any], stats: Any, recipe: Recipe,
+               with_tokens: bool) -> dict[str, torch.Tensor]:
+    """Crops padded to the longest: mel (B, T, N_MELS) normalised, frame_phones, position,
+    phone_index (frame -> index into the utterance's phones), pad_mask, tokens (B, T, levels),
+    and per crop the phone ids it covers (for the AR family's text prefix)."""
+    from systems.tts.dataset import crop_batch
+    from systems.tts.modules import frame_alignment
+
+    crops = crop_batch(rng, utterances, recipe.batch, recipe.max_frames)
+    width = max(e - s for _, s, e in crops)
+    b = len(crops)
+    from systems.tts.features import N_MELS
+
+    mel = np.zeros((b, width, N_MELS), np.float32)
+    phones = np.zeros((b, width), np.int64)
+    position = np.zeros((b, width), np.float32)
+    pad = np.zeros((b, width), bool)
+    levels = utterances[0].tokens.shape[1] if with_tokens else 0
+    tokens = np.zeros((b, width, max(levels, 1)), np.int64)
+    texts, ends = [], []
+    for i, (utt, s, e) in enumerate(crops):
+        ends.append(e == utt.frames)
+        n = e - s
+        mel[i, :n] = stats.normalise(utt.log_mel[s:e])
+        fp, pos = frame_alignment(utt.phones, utt.durations)
+        phones[i, :n], position[i, :n] = fp[s:e], pos[s:e]
+        index = np.repeat(np.arange(len(utt.phones)), utt.durations)[s:e]
+        texts.append((utt.phones[index[0]:index[-1] + 1], index - index[0]))
+        pad[i, :n] = True
+        if with_tokens:
+            tokens[i, :n] = utt.tokens[s:e]
+    return {"mel": torch.from_numpy(mel), "frame_phones": torch.from_numpy(phones),
+            "position": torch.from_numpy(position), "pad_mask": torch.from_numpy(pad),
+            "tokens": torch.from_numpy(tokens), "texts": texts, "ends": ends}
+
+
+def build_model(family: str, config: dict[str, Any] | None = None):
+    if family == "flow":
+        from systems.tts.flow import FlowConfig, FlowModel
+
+        cfg = FlowConfig(**(config or {}))
+        return FlowModel(cfg), cfg
+    if family == "nar":
+        from systems.tts.nar import NARConfig, MaskedModel
+
+        cfg = NARConfig(**(config or {}))
+        return MaskedModel(cfg), cfg
+    if family == "ar":
+        from systems.tts.ar import ARConfig, ARModel
+
+        cfg = ARConfig(**(config or {}))
+        return ARModel(cfg), cfg
+    raise BenchError(f"unknown family {family!r}; families: flow, nar, ar")
+
+
+def train_family(family: str, corpus: Path, out: Path, log: Callable[[str], None], threads: int,
+                 steps: int | None = None) -> dict[str, Any]:
+    from bench.jsonio import write_json_atomic
+    from systems.tts.modules import count_parameters, save_checkpoint
+    from systems.tts.train import load_aligned_corpus
+
+    torch.set_num_threads(threads)
+    recipe = RECIPES[family] if steps is None else replace(RECIPES[family], steps=steps)
+    utterances, stats = load_aligned_corpus(corpus, out, log)
+    needs_tokens = family in ("nar", "ar")
+    if needs_tokens:
+        attach_tokens(utterances, stats, out, corpus, log)
+    torch.manual_seed(recipe.seed)
+    model, model_config = build_model(family)
+    log(f"{family}: {count_parameters(model):,} parameters, {recipe.steps} steps of {recipe.batch} x <= {recipe.max_frames} frames")
+    loss_fn = _loss_function(family)
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.dim() < 2 or "norm" in name or "embed" in name else decay).append(p)
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=recipe.lr, betas=(0.9, 0.95))
+    rng = random.Random(f"{family}-batches:{recipe.seed}")
+    np_rng = np.random.default_rng(recipe.seed)
+    gen = torch.Generator().manual_seed(recipe.seed)
+    history, window = [], []
+    start = time.time()
+    model.train()
+    for step in range(recipe.steps):
+        for group in opt.param_groups:
+            group["lr"] = learning_rate(recipe, step)
+        batch = make_batch(rng, utterances, stats, recipe, needs_tokens)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=recipe.bf16):
+            loss, parts = loss_fn(model, batch, gen, np_rng)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.clip)
+        opt.step()
+        window.append(float(loss.detach()))
+        if (step + 1) % 50 == 0 or step == recipe.steps - 1:
+            entry = {"step": step + 1, "loss": round(float(np.mean(window)), 4), "lr": round(learning_rate(recipe, step), 7),
+                     "seconds": round(time.time() - start, 1), **{k: round(v, 4) for k, v in parts.items()}}
+            history.append(entry)
+            window = []
+            log(f"{family} step {step + 1}: loss {entry['loss']:.4f} ({(time.time() - start) / (step + 1):.2f} s/step)")
+    model.eval()
+    folder = out / family
+    save_checkpoint(folder, model, {"kind": family, "model": model_config.to_json(),
+                                    "parameters": count_parameters(model), "stored_as": "float16"}, half=True)
+    write_json_atomic(folder / "train_log.json", {"history": history, "recipe": recipe.to_json()})
+    return {"recipe": recipe.to_json(), "model": model_config.to_json(), "threads": threads}
+
+
+def _loss_function(family: str):
+    if family == "flow":
+        from systems.tts.flow import training_loss
+
+        def flow_loss(model, batch, gen, rng):
+            loss = training_loss(model, batch, gen, rng)
+            return loss, {}
+
+        return flow_loss
+    if family == "nar":
+        from systems.tts.nar import training_loss as nar_loss
+
+        return nar_loss
+    from systems.tts.ar import training_loss as ar_loss
+
+    return ar_loss
+
+
+def attach_tokens(utterances, stats, out: Path, corpus: Path, log) -> None:
+    """Tokens for every utterance (cached beside the corpus by the tokenizer's digest)."""
+    from systems.tts.tokenizer import ResidualKMeans
+    from systems.tts.train import sha256_file
+
+    folder = out / "tokenizer"
+    if not (folder / "model.safetensors").is_file():
+        raise BenchError(f"no tokenizer at {folder} -> bench train-tts --family tokenizer")
+    cache = corpus / "cache" / f"tokens-{sha256_file(folder / 'model.safetensors')[:16]}.npz"
+    if cache.is_file():
+        with np.load(cache) as data:
+            for u in utterances:
+                u.tokens = data[u.id]
+        return
+    tokenizer = ResidualKMeans.load(folder)
+    start = time.time()
+    for u in utterances:
+        u.tokens = tokenizer.encode(stats.normalise(u.log_mel))
+    log(f"tokenised {len(utterances)} utterances in {time.time() - start:.0f} s")
+    tmp = cache.with_suffix(f".{os.getpid()}.tmp.npz")  # concurrent trainings each write their own
+    np.savez(tmp, **{u.id: u.tokens for u in utterances})
+    tmp.replace(cache)

@@ -1,0 +1,145 @@
+"""Flow-matching TTS (Voicebox / F5-TTS style): conditional flow matching on an infilling mask.
+
+Per frame the model sees the noisy features x_t, the context features (the prompt's frames; zero
+where it must generate) and the frame-aligned phones refined by ConvNeXt blocks (F5's text
+refinement); a DiT (transformer blocks with adaLN-Zero on the flow time) predicts the velocity
+x1 - x0 of the optimal-transport path x_t = (1 - t) x0 + t x1. Training masks a contiguous span of
+70-100 % of the frames (Voicebox) and scores the velocity there only; the context is dropped with
+probability 0.3 and context and text together with 0.2 (F5), which is what classifier-free guidance
+needs. Inference: Euler steps (NFE) from noise, F5's sway sampling of the step times
+(t + s (cos(pi t / 2) - 1 + t), s = -1 by default, 0 = uniform steps) and guidance
+v = v_cond + w (v_cond - v_uncond).
+
+Duration-free option (`alignment: "filler"`, E2/F5's recipe): the phone sequence is padded with
+filler tokens to the frame count instead of aligned (total length from the prompt's speaking rate).
+It needs far more steps than a CPU hour gives (see systems/tts/checkpoints/README.md).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from systems.tts.features import N_MELS
+from systems.tts.modules import Block, FrameText, time_embedding
+from systems.tts.text import VOCAB_SIZE
+
+FILLER_ID = VOCAB_SIZE  # the duration-free form's filler token (one past the phone vocabulary)
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    d: int = 192
+    layers: int = 6
+    heads: int = 3
+    mlp_ratio: float = 2.5
+    text_blocks: int = 2
+    alignment: str = "duration"  # duration | filler
+    p_drop_context: float = 0.3
+    p_drop_all: float = 0.2
+    min_mask: float = 0.7
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class FlowModel(nn.Module):
+    def __init__(self, config: FlowConfig):
+        super().__init__()
+        self.config = config
+        d = config.d
+        self.text = FrameText(VOCAB_SIZE + 1, d, config.text_blocks)
+        self.inp = nn.Linear(2 * N_MELS + d, d)
+        self.conv_pos = nn.Sequential(nn.Conv1d(d, d, 31, padding=15, groups=16), nn.Mish(),
+                                      nn.Conv1d(d, d, 31, padding=15, groups=16), nn.Mish())
+        self.time = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
+        self.blocks = nn.ModuleList(Block(d, config.heads, config.mlp_ratio, cond_dim=d) for _ in range(config.layers))
+        self.norm = nn.LayerNorm(d, elementwise_affine=False)
+        self.final = nn.Linear(d, 2 * d)
+        self.out = nn.Linear(d, N_MELS)
+        nn.init.zeros_(self.final.weight)
+        nn.init.zeros_(self.final.bias)
+
+    def forward(self, x_t: torch.Tensor, context: torch.Tensor, frame_phones: torch.Tensor,
+                position: torch.Tensor, t: torch.Tensor, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x_t, context (B, T, N_MELS); frame_phones, position (B, T); t (B,) -> velocity (B, T, N_MELS).
+        pad_mask: (B, T) True on real frames."""
+        h = self.inp(torch.cat([x_t, context, self.text(frame_phones, position)], dim=-1))
+        h = h + self.conv_pos(h.transpose(1, 2)).transpose(1, 2)
+        cond = self.time(time_embedding(t, self.config.d))
+        positions = torch.arange(h.shape[1])
+        mask = None if pad_mask is None else pad_mask[:, None, None, :]
+        for block in self.blocks:
+            h = block(h, positions, mask=mask, cond=cond)
+        shift, scale = self.final(cond)[:, None].chunk(2, dim=-1)
+        return self.out(self.norm(h) * (1 + scale) + shift)
+
+
+def infill_mask(rng: np.random.Generator, n_frames: int, min_fraction: float) -> np.ndarray:
+    """A contiguous span of min_fraction..100 % of the frames: True = generate."""
+    length = max(1, int(round(n_frames * rng.uniform(min_fraction, 1.0))))
+    start = int(rng.integers(0, n_frames - length + 1))
+    mask = np.zeros(n_frames, dtype=bool)
+    mask[start:start + length] = True
+    return mask
+
+
+def training_loss(model: FlowModel, batch: dict[str, torch.Tensor], gen: torch.Generator,
+                  rng: np.random.Generator) -> torch.Tensor:
+    """Conditional flow matching loss on the infill span, with the guidance drop-outs."""
+    x1, pad = batch["mel"], batch["pad_mask"]
+    b, t_len, _ = x1.shape
+    lengths = pad.sum(1).tolist()
+    span = torch.zeros(b, t_len, dtype=torch.bool)
+    for i, n in enumerate(lengths):
+        span[i, :n] = torch.from_numpy(infill_mask(rng, int(n), model.config.min_mask))
+    x0 = torch.randn(x1.shape, generator=gen)
+    t = torch.rand(b, generator=gen)
+    x_t = (1 - t[:, None, None]) * x0 + t[:, None, None] * x1
+    context = x1.masked_fill(span[..., None], 0.0)
+    phones = batch["frame_phones"].clone()
+    roll = torch.rand(b, generator=gen)
+    drop_all = roll < model.config.p_drop_all
+    drop_context = roll < model.config.p_drop_all + model.config.p_drop_context
+    context = context.masked_fill(drop_context[:, None, None], 0.0)
+    phones = phones.masked_fill(drop_all[:, None], 0)
+    v = model(x_t, context, phones, batch["position"], t, pad)
+    err = ((v - (x1 - x0)) ** 2).mean(-1)
+    weight = (span & pad).float()
+    return (err * weight).sum() / weight.sum().clamp_min(1)
+
+
+def sway_times(nfe: int, sway: float) -> torch.Tensor:
+    """NFE + 1 step times from 0 to 1, warped by F5-TTS's sway sampling (s = 0: uniform)."""
+    u = torch.linspace(0, 1, nfe + 1)
+    return u + sway * (torch.cos(math.pi / 2 * u) - 1 + u)
+
+
+@torch.no_grad()
+def sample(model: FlowModel, context: torch.Tensor, frame_phones: torch.Tensor, position: torch.Tensor,
+           generate: torch.Tensor, *, nfe: int = 16, sway: float = -1.0, guidance: float = 2.0,
+           seed: int = 0) -> torch.Tensor:
+    """Integrate the flow for one utterance. context (T, N_MELS) (zeros where generate is True),
+    frame_phones/position (T,), generate (T,) bool -> (T, N_MELS) features (context frames kept)."""
+    model.eval()
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(context.shape, generator=gen)[None]
+    ctx = context.masked_fill(generate[:, None], 0.0)[None]
+    phones, pos = frame_phones[None], position[None]
+    times = sway_times(nfe, sway)
+    for i in range(nfe):
+        t0, t1 = float(times[i]), float(times[i + 1])
+        t = torch.tensor([t0])
+        v = model(x, ctx, phones, pos, t)
+        if guidance:
+            v_null = model(x, torch.zeros_like(ctx), torch.zeros_like(phones), pos, t)
+            v = v + guidance * (v - v_null)
+        x = x + (t1 - t0) * v
+    out = torch.where(generate[:, None], x[0], context)
+    return out

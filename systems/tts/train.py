@@ -1,0 +1,219 @@
+"""`bench train-tts`: train our TTS pieces on CPU, deterministically, into the checkpoint folder.
+
+  bench train-tts --family aligner     feature statistics, the aligner and the duration predictor
+  bench train-tts --family tokenizer   the residual k-means speech tokenizer (needs: aligner's stats)
+  bench train-tts --family flow|nar|ar the model families (need: aligner; nar and ar: tokenizer)
+  bench train-tts --check              verify the committed checkpoints against MANIFEST.sha256
+
+Each stage writes <out>/<family>/{config.json, model.safetensors, train_log.json}, records its recipe
+in <out>/train_config.json and rewrites <out>/MANIFEST.sha256 (`sha256sum -c` format). The corpus
+comes from `bench tts-corpus` (default data/tts-corpus). Data order comes from random.Random(seed
+strings) and weights from torch.manual_seed, so with the same torch version, corpus and thread
+count a retrain reproduces the checkpoint bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import argparse
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from bench.errors import BenchError
+
+CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
+FAMILIES = ("aligner", "tokenizer", "flow", "nar", "ar")
+
+
+def _log_to(path: Path | None):
+    start = time.time()
+
+    def log(message: str) -> None:
+        line = f"[{time.time() - start:7.1f}s] {message}"
+        print(line, flush=True)
+
+    return log
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_manifest(out: Path) -> None:
+    files = sorted(p for p in out.rglob("*") if p.is_file() and p.name not in ("MANIFEST.sha256", "README.md")
+                   and not p.name.startswith("."))
+    lines = [f"{sha256_file(p)}  {p.relative_to(out).as_posix()}" for p in files]
+    (out / "MANIFEST.sha256").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def check_manifest(out: Path) -> int:
+    manifest = out / "MANIFEST.sha256"
+    if not manifest.is_file():
+        raise BenchError(f"no manifest at {manifest} -> bench train-tts --family aligner (then the others)")
+    bad = []
+    for line in manifest.read_text(encoding="utf-8").splitlines():
+        digest, _, rel = line.partition("  ")
+        path = out / rel
+        if not path.is_file() or sha256_file(path) != digest:
+            bad.append(rel)
+    if bad:
+        print(f"{len(bad)} checkpoint file(s) differ from {manifest}: {', '.join(bad)}")
+        return 1
+    print(f"all checkpoint files match {manifest}")
+    return 0
+
+
+def record_recipe(out: Path, family: str, recipe: dict[str, Any]) -> None:
+    from bench.jsonio import write_json_atomic
+
+    path = out / "train_config.json"
+    data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"recipes": {}}
+    data["recipes"][family] = recipe
+    write_json_atomic(path, data)
+
+
+def corpus_digest(corpus: Path) -> str:
+    manifest = corpus / "MANIFEST.sha256"
+    if not manifest.is_file():
+        raise BenchError(f"no corpus manifest at {manifest} -> bench tts-corpus --out {corpus}")
+    return sha256_file(manifest)
+
+
+# --------------------------------------------------------------------------- shared stages
+def load_stats(out: Path):
+    from systems.tts.features import FeatureStats
+
+    path = out / "aligner" / "feature_stats.json"
+    if not path.is_file():
+        raise BenchError(f"no feature statistics at {path} -> bench train-tts --family aligner")
+    return FeatureStats.from_json(json.loads(path.read_text(encoding="utf-8")))
+
+
+def train_aligner_stage(corpus: Path, out: Path, log, threads: int) -> dict[str, Any]:
+    import torch
+
+    from bench.jsonio import write_json_atomic
+    from systems.tts.aligner import AlignerConfig, train_aligner, train_duration_predictor
+    from systems.tts.dataset import load_corpus
+    from systems.tts.features import FEATURES_REVISION, FeatureStats
+    from systems.tts.modules import save_checkpoint
+
+    torch.set_num_threads(threads)
+    config = AlignerConfig(threads=threads)
+    utterances = load_corpus(corpus)
+    stats = FeatureStats.fit(np.concatenate([u.log_mel for u in utterances]))
+    folder = out / "aligner"
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(folder / "feature_stats.json", {**stats.to_json(), "features": FEATURES_REVISION})
+    aligner, aligner_log = train_aligner(utterances, stats, config, log)
+    utterances = attach_durations(utterances, stats, aligner, log)
+    predictor, duration_log = train_duration_predictor(utterances, config, log)
+    save_checkpoint(folder, aligner, {"kind": "aligner", "features": FEATURES_REVISION})
+    save_checkpoint(out / "duration", predictor, {"kind": "duration-predictor"})
+    write_json_atomic(folder / "train_log.json", aligner_log)
+    write_json_atomic(out / "duration" / "train_log.json", duration_log)
+    return config.to_json()
+
+
+def attach_durations(utterances, stats, aligner, log, cache_dir: Path | None = None):
+    """Aligner durations for every utterance (MAS), with a cache keyed by the aligner's weights."""
+    from systems.tts.aligner import align
+
+    start = time.time()
+    for u in utterances:
+        u.durations = align(aligner, u.phones, stats.normalise(u.log_mel))
+    log(f"aligned {len(utterances)} utterances in {time.time() - start:.0f} s")
+    return utterances
+
+
+def load_aligned_corpus(corpus: Path, out: Path, log):
+    """The corpus with features and aligner durations (cached beside the corpus by aligner digest)."""
+    from systems.tts.aligner import Aligner
+    from systems.tts.dataset import load_corpus
+    from systems.tts.modules import load_weights_strict
+
+    stats = load_stats(out)
+    utterances = load_corpus(corpus)
+    weights = out / "aligner" / "model.safetensors"
+    cache = corpus / "cache" / f"durations-{sha256_file(weights)[:16]}.npz"
+    if cache.is_file():
+        with np.load(cache) as data:
+            for u in utterances:
+                u.durations = data[u.id]
+    else:
+        aligner = Aligner()
+        load_weights_strict(aligner, weights)
+        attach_durations(utterances, stats, aligner, log)
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp.npz")  # concurrent trainings each write their own
+        np.savez(tmp, **{u.id: u.durations for u in utterances})
+        tmp.replace(cache)
+    return utterances, stats
+
+
+def train_tokenizer_stage(corpus: Path, out: Path, log, threads: int) -> dict[str, Any]:
+    import torch
+
+    from bench.jsonio import write_json_atomic
+    from systems.tts.dataset import load_corpus
+    from systems.tts.tokenizer import ResidualKMeans, TokenizerConfig
+
+    torch.set_num_threads(threads)
+    stats = load_stats(out)
+    config = TokenizerConfig()
+    frames = np.concatenate([stats.normalise(u.log_mel) for u in load_corpus(corpus)])
+    tokenizer, fit_log = ResidualKMeans.fit(frames, config, log)
+    tokenizer.save(out / "tokenizer", config, {})
+    write_json_atomic(out / "tokenizer" / "train_log.json", fit_log)
+    return config.to_json()
+
+
+# --------------------------------------------------------------------------- CLI
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench train-tts", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--family", choices=FAMILIES, help="what to train")
+    parser.add_argument("--corpus", type=Path, default=Path("data/tts-corpus"), help="corpus folder (bench tts-corpus)")
+    parser.add_argument("--out", type=Path, default=CHECKPOINTS, help="checkpoint folder")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (one per training on 2 cores)")
+    parser.add_argument("--steps", type=int, help="override the recipe's steps (quick tries; not the committed recipe)")
+    parser.add_argument("--check", action="store_true", help="verify the checkpoints against their manifest")
+    args = parser.parse_args(argv)
+    if args.check:
+        return check_manifest(args.out)
+    if not args.family:
+        parser.error("give --family or --check")
+    log = _log_to(None)
+    start = time.time()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.family == "aligner":
+        recipe = train_aligner_stage(args.corpus, args.out, log, args.threads)
+    elif args.family == "tokenizer":
+        recipe = train_tokenizer_stage(args.corpus, args.out, log, args.threads)
+    else:
+        from systems.tts.families import train_family
+
+        recipe = train_family(args.family, args.corpus, args.out, log, args.threads, args.steps)
+    minutes = (time.time() - start) / 60
+    import fcntl
+
+    # Two trainings may finish together: one at a time rewrites the shared recipe file and manifest.
+    with open(args.out / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        record_recipe(args.out, args.family, {**recipe, "corpus_manifest_sha256": corpus_digest(args.corpus),
+                                              "minutes": round(minutes, 1)})
+        write_manifest(args.out)
+    log(f"{args.family}: done in {minutes:.1f} min -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

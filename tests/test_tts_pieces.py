@@ -1,0 +1,231 @@
+"""Our TTS families' shared pieces and their wrappers, on tiny random checkpoints (fast): text and
+phones, durations, monotonic alignment, the tokenizer, Griffin-Lim, the systems' plumbing and their
+behaviour on bad input. The trained checkpoints are tested in test_tts_trained.py."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from bench.audio import Audio, read_audio, validate
+from bench.contracts import Prompt, TTSItem
+from bench.errors import BenchError, Unavailable
+from systems.tts import text as tts_text
+from systems.tts.aligner import beta_binomial_prior, monotonic_alignment
+from systems.tts.dataset import timings_to_durations
+from systems.tts.features import HOP, GriffinLim, log_mel
+from systems.tts.system import BadPrompt, TinyAR, TinyFlow, TinyNAR, VocoderCeiling
+from systems.tts.tokenizer import ResidualKMeans, TokenizerConfig
+from tests.tts_fixtures import make_tiny_checkpoints
+
+LIBRIVOX = Path(__file__).resolve().parents[1] / "tasks" / "data" / "librivox_mini"
+PROMPT_TEXT = "And Mr. John Dashwood had then leisure to consider how much there might be prudently in his power to do for them."
+needs_flite = pytest.mark.skipif(shutil.which("flite") is None, reason="flite is not installed (scripts/setup.sh installs it)")
+
+
+# --------------------------------------------------------------------------- text
+def test_sentences_are_deterministic_distinct_and_heldout_is_disjoint():
+    a = tts_text.generate_sentences(300, "train")
+    assert a == tts_text.generate_sentences(300, "train")
+    assert len(set(a)) == 300
+    held = tts_text.heldout_sentences(50, a)
+    assert not set(held) & set(a)
+    words = {w for s in held for w in s.lower().replace(",", " ").replace(".", " ").replace("?", " ").split()}
+    assert not words & set(tts_text._NUM), "held-out sentences must not carry number words"
+
+
+def test_clean_text_drops_what_cannot_be_said():
+    assert tts_text.clean_text("Café  naïve\tdéjà vu") == "Cafe naive deja vu"
+    assert tts_text.clean_text("?! ...") == ""
+    assert tts_text.clean_text("日本語") == ""
+
+
+@needs_flite
+def test_phonemizer_gives_flite_phones_with_pauses():
+    ph = tts_text.Phonemizer()
+    assert ph.phones("Hello world") == ("pau", "hh", "ax", "l", "ow", "w", "er", "l", "d", "pau")
+    with pytest.raises(tts_text.FrontEndError, match="nothing to pronounce"):
+        ph.phones("?! ...")
+    # A comma pauses; adjacent pauses merge into one.
+    assert ph.phones("Yes, no.").count("pau") == 3
+
+
+def test_parse_psdur_and_durations_fit_the_frames():
+    pairs = tts_text.parse_psdur("pau:0.164 hh:0.255 ax:0.304 bogus:1 l:0.412")
+    assert [p for p, _ in pairs] == ["pau", "hh", "ax", "l"]
+    d = timings_to_durations([e for _, e in pairs], 20)
+    assert d.sum() == 20 and (d >= 1).all()
+    assert d[0] == 10  # 0.164 s * 62.5 frames/s
+    # Timings that run past the audio (kal16) are clipped; every phone keeps one frame.
+    d = timings_to_durations([0.1, 0.2, 5.0, 6.0], 8)
+    assert d.sum() == 8 and (d >= 1).all()
+    with pytest.raises(BenchError):
+        timings_to_durations([0.1, 0.2, 0.3], 2)
+
+
+# --------------------------------------------------------------------------- alignment
+def _brute_force(log_prob: np.ndarray) -> np.ndarray:
+    n, t = log_prob.shape
+    best, best_d = -np.inf, None
+    for cuts in itertools.combinations(range(1, t), n - 1):
+        bounds = (0, *cuts, t)
+        d = np.diff(bounds)
+        score = sum(log_prob[i, bounds[i]:bounds[i + 1]].sum() for i in range(n))
+        if score > best:
+            best, best_d = score, d
+    return best_d
+
+
+def test_monotonic_alignment_is_the_best_path():
+    rng = np.random.default_rng(1)
+    for n, t in ((1, 4), (3, 3), (3, 7), (4, 9)):
+        lp = rng.normal(size=(n, t))
+        assert monotonic_alignment(lp).tolist() == _brute_force(lp).tolist()
+    with pytest.raises(BenchError):
+        monotonic_alignment(np.zeros((5, 3)))
+
+
+def test_beta_binomial_prior_rows_are_distributions():
+    prior = beta_binomial_prior(6, 30)
+    assert prior.shape == (30, 6)
+    np.testing.assert_allclose(np.exp(prior).sum(1), 1.0, atol=1e-5)
+    assert np.exp(prior[0]).argmax() == 0 and np.exp(prior[-1]).argmax() == 5
+
+
+# --------------------------------------------------------------------------- features, tokens
+def test_griffin_lim_resynthesis_keeps_the_spectrum():
+    audio = read_audio(LIBRIVOX / "wavs" / "lv0870.wav").resampled(16000)
+    mel = log_mel(audio.samples[:48000])
+    out = GriffinLim()(mel)
+    validate(Audio(out, 16000))
+    assert abs(len(out) - 48000) <= HOP
+    again = log_mel(out)
+    corr = np.corrcoef(mel[:, 5:-5].ravel(), again[:, 5:-5].ravel())[0, 1]
+    assert corr > 0.95, corr
+
+
+def test_residual_kmeans_levels_reduce_error_and_round_trip():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3000, 8)).astype(np.float32)
+    tok, log = ResidualKMeans.fit(x, TokenizerConfig(levels=3, codes=32, sample_frames=3000, iterations=5), log=lambda _: None)
+    mses = [h["residual_mse"] for h in log["history"]]
+    assert mses[0] > mses[1] > mses[2]
+    codes = tok.encode(x[:100])
+    assert codes.shape == (100, 3) and codes.min() >= 0 and codes.max() < 32
+    err1 = np.mean((tok.decode(codes, levels=1) - x[:100]) ** 2)
+    err3 = np.mean((tok.decode(codes) - x[:100]) ** 2)
+    assert err3 < err1
+    with pytest.raises(BenchError, match="outside"):
+        tok.decode(np.full((2, 3), 99))
+
+
+# --------------------------------------------------------------------------- systems (tiny weights)
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return make_tiny_checkpoints(tmp_path_factory.mktemp("tts-ckpt"))
+
+
+def _prompt(tmp_path: Path | None = None, seconds: float | None = None, silent: bool = False) -> Prompt:
+    path = LIBRIVOX / "wavs" / "lv0870.wav"
+    if tmp_path is None:
+        return Prompt(path, PROMPT_TEXT)
+    audio = read_audio(path)
+    samples = audio.samples[: int(seconds * audio.sample_rate)] if seconds else audio.samples
+    if silent:
+        samples = np.zeros_like(samples)
+    out = tmp_path / "prompt.wav"
+    sf.write(out, samples, audio.sample_rate)
+    return Prompt(out, PROMPT_TEXT if not seconds or seconds > 2 else "And")
+
+
+ITEM = TTSItem(id="x", text="The red boat sailed home.")
+
+
+@needs_flite
+@pytest.mark.parametrize("cls,options", [(TinyFlow, {"nfe": 2}), (TinyNAR, {"steps": 3})])
+def test_non_autoregressive_families_generate_the_planned_length(tiny, cls, options):
+    system = cls(checkpoints=str(tiny), **options)
+    system.load()
+    plan = system.plan(ITEM.text, _prompt())
+    assert plan["prompt_frames"] <= 3.0 * 62.5 + 1, "prompts are cut to MAX_PROMPT_S"
+    audio = system.synthesize(ITEM.text, _prompt(), ITEM)
+    assert audio.sample_rate == 16000
+    assert abs(len(audio.samples) - (plan["target_frames"] - 1) * HOP) <= HOP
+    assert np.isfinite(audio.samples).all() and np.abs(audio.samples).max() <= 1.0
+    # Deterministic for a seed.
+    again = system.synthesize(ITEM.text, _prompt(), ITEM)
+    np.testing.assert_array_equal(audio.samples, again.samples)
+
+
+@needs_flite
+def test_autoregressive_family_streams_or_fails_with_no_stop(tiny):
+    system = TinyAR(checkpoints=str(tiny), chunk=16)
+    system.load()
+    assert system.streaming
+    try:
+        chunks = list(system.synthesize_stream(ITEM.text, _prompt(), ITEM))
+    except BenchError as exc:  # a random model may never emit end-of-speech
+        assert getattr(exc, "reason", "") == "no_stop"
+    else:
+        assert chunks and all(c.sample_rate == 16000 for c in chunks)
+    # The length guard: a model forced never to stop fails with reason no_stop.
+    with torch.no_grad():
+        system.model.ar_head.bias[system.model.eos] = -1e4
+    with pytest.raises(BenchError) as info:
+        list(system.synthesize_stream(ITEM.text, _prompt(), ITEM))
+    from bench.worker import failure_reason
+
+    assert failure_reason(info.value) == "no_stop"
+
+
+@needs_flite
+def test_bad_inputs_are_clear_failures(tiny, tmp_path):
+    system = TinyFlow(checkpoints=str(tiny), nfe=1)
+    system.load()
+    with pytest.raises(BadPrompt, match="needs a prompt"):
+        system.synthesize(ITEM.text, None, ITEM)
+    with pytest.raises(BadPrompt, match="at least"):
+        system.synthesize(ITEM.text, _prompt(tmp_path, seconds=0.1), ITEM)
+    with pytest.raises(BadPrompt, match="silent"):
+        system.synthesize(ITEM.text, _prompt(tmp_path, silent=True), ITEM)
+    for bad in ("", "?!...", "日本語"):
+        with pytest.raises(tts_text.FrontEndError):
+            system.synthesize(bad, _prompt(), ITEM)
+    # Accented text is folded and spoken.
+    assert len(system.synthesize("Café naïve.", _prompt(), ITEM).samples) > 0
+
+
+def test_options_are_checked():
+    with pytest.raises(BenchError, match="no option"):
+        TinyFlow(steps=3)
+    with pytest.raises(BenchError, match="must be in"):
+        TinyFlow(nfe=0)
+    assert TinyFlow(nfe="8").options["nfe"] == 8
+    assert TinyFlow().identity()["options"] == {"guidance": 2.0, "nfe": 16, "seed": 0, "sway": -1.0}
+
+
+@needs_flite
+def test_tampered_checkpoint_is_refused(tiny, tmp_path):
+    copy = tmp_path / "ckpt"
+    shutil.copytree(tiny, copy)
+    config = copy / "flow" / "config.json"
+    config.write_text(config.read_text().replace('"layers": 1', '"layers": 2'))
+    with pytest.raises(Unavailable, match="does not match"):
+        TinyFlow(checkpoints=str(copy)).load()
+
+
+def test_vocoder_ceiling_resynthesises_the_reference():
+    system = VocoderCeiling()
+    system.load()
+    item = TTSItem(id="r", text="x", reference_path=LIBRIVOX / "wavs" / "lv0870.wav")
+    audio = system.synthesize("x", None, item)
+    validate(audio)
+    with pytest.raises(BenchError, match="no reference"):
+        system.synthesize("x", None, TTSItem(id="r", text="x"))
