@@ -210,6 +210,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         opts.retry_failed = args.retry_failed
         opts.warmup = not args.no_warmup
         opts.system_options = _parse_options(args.system_opt, "--system-opt")
+        stray = sorted(set(opts.system_options) - set(systems))
+        if stray:
+            raise BenchError(f"--system-opt names {', '.join(stray)}, which --systems does not list "
+                             f"({', '.join(systems)}); a variant is listed as NAME@LABEL in --systems too")
     else:
         if not args.audio_dir.is_dir():
             raise BenchError(f"--audio-dir {args.audio_dir} is not a folder")

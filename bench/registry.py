@@ -8,6 +8,7 @@ asked for, and plug-in modules import their heavy libraries only in `load()`, so
 from __future__ import annotations
 
 import difflib
+import re
 from functools import lru_cache
 from importlib.metadata import entry_points
 from typing import Any
@@ -38,9 +39,28 @@ def names(kind: str) -> list[str]:
     return sorted(_entry_points(kind))
 
 
+_VARIANT = re.compile(r"^(?P<base>[^@]+)@(?P<label>[A-Za-z0-9_-]{1,40})$")
+
+
+def split_variant(name: str) -> tuple[str, str | None]:
+    """'tiny-flow@nfe8' -> ('tiny-flow', 'nfe8'); a name without '@' -> (name, None).
+
+    A variant is the same system under its own options (--system-opt tiny-flow@nfe8.nfe=8): one run
+    can hold several as separate rows, each recorded in the spec with its options and label."""
+    if "@" not in name:
+        return name, None
+    match = _VARIANT.match(name)
+    if not match:
+        raise BenchError(f"'{name}': a system variant is NAME@LABEL, the label made of letters, digits, '-' and '_'")
+    return match["base"], match["label"]
+
+
 def get_class(kind: str, name: str) -> type:
     """The class registered as `name`, or, for 'package.module:Class', that class directly
-    (lets a user try an unpackaged plug-in before registering it)."""
+    (lets a user try an unpackaged plug-in before registering it). For systems, a variant label
+    (NAME@LABEL) selects NAME's class."""
+    if kind == "system":
+        name = split_variant(name)[0]
     if ":" in name and not name.startswith("audio-dir:"):
         return _import_reference(kind, name)
     eps = _entry_points(kind)

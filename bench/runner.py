@@ -130,7 +130,11 @@ class Run:
             return {"name": name, "family": "external", "revision": "", "license": "",
                     "options": {"audio_dir": str(Path(self.opts.audio_dir).resolve())}}
         cls = registry.get_class("system", name)
-        return cls(**self.opts.system_options.get(name, {})).identity()
+        identity = cls(**self.opts.system_options.get(name, {})).identity()
+        variant = registry.split_variant(name)[1]
+        if variant is not None:  # plain names keep their identity (and existing runs their hash)
+            identity["variant"] = variant
+        return identity
 
     # ------------------------------------------------------------------ spec
     def _write_or_check_spec(self) -> None:

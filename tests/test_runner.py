@@ -242,3 +242,30 @@ def test_identical_inputs_in_a_batch_are_scored_once(tmp_path, monkeypatch):
     assert log.read_text().split() == ["2"]  # three items, two distinct inputs, one call
     scores = {s["item_id"]: s for s in read_jsonl(only_run_folder(tmp_path / "out") / "scores.jsonl")}
     assert scores["x1"]["values"] == scores["x2"]["values"] and len(scores) == 3
+
+
+def test_system_variants_are_separate_rows_with_their_options(tmp_path):
+    manifest = write_manifest(tmp_path, {"a": "hello", "b": "hello world"})
+    variant = f"{TONE}@r8k"
+    assert run_cli("--systems", f"{TONE},{variant}", "--system-opt", f"{variant}.rate=8000", "--task", TASK,
+                   "--task-opt", f"manifest={manifest}", "--metrics", DUR, "--out", str(tmp_path / "out")) == 0
+    folder = only_run_folder(tmp_path / "out")
+    spec = json.loads((folder / "spec.json").read_text())
+    rows = {s.get("variant"): s["options"] for s in spec["spec"]["systems"]}
+    assert rows == {None: {}, "r8k": {"rate": 8000}}
+    gens = read_jsonl(folder / "generations.jsonl")
+    rates = {(g["system"], g["item_id"]): sf.info(folder / g["audio"]).samplerate for g in gens}
+    assert rates[(variant, "a")] == 8000 and rates[(TONE, "a")] == 16000
+    summary = json.loads((folder / "summary.json").read_text())
+    assert set(summary["systems"]) == {TONE, variant}
+
+
+def test_system_options_must_name_a_listed_system(tmp_path, capsys):
+    manifest = write_manifest(tmp_path, {"a": "hello"})
+    assert main(["run", "--no-progress", "--systems", TONE, "--system-opt", f"{TONE}@x.rate=8000", "--task", TASK,
+                 "--task-opt", f"manifest={manifest}", "--out", str(tmp_path / "out")]) == 1
+    assert "does not list" in capsys.readouterr().err
+    with pytest.raises(Exception, match="variant is NAME@LABEL"):
+        from bench.registry import split_variant
+
+        split_variant("tiny-flow@bad.label")
