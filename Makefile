@@ -1,12 +1,13 @@
 # The two set-up commands of the README. Each installs what it needs (scripts/setup.sh) first.
-.PHONY: setup demo test bench sparse-sweep
+.PHONY: setup demo test bench sparse-sweep tts-corpus tts-train tts-compare tts-ablations
 
 setup:
 	./scripts/setup.sh
 
-# The main job on the embedded default task: ground truth and flite on librivox-mini.
+# The main job on the embedded default task: our three TTS families beside ground truth, the
+# vocoder's ceiling and flite, on librivox-mini (real speech prompts, out of our models' domain).
 demo: setup
-	.venv/bin/bench run --systems ground-truth,flite --task librivox-mini --out runs
+	.venv/bin/bench run --systems ground-truth,vocoder-ceiling,tiny-ar,tiny-nar,tiny-flow,flite --task librivox-mini --out runs
 
 test: setup
 	.venv/bin/python -m pytest -q
@@ -33,3 +34,22 @@ sparse-sweep: setup
 	  --method-opt flexprefill.block=8 --method-opt flexprefill.min_budget=8 --method-opt flexprefill.local=4 \
 	  --method-opt block-sparse.block=8 --method-opt snapkv.window=16 --method-opt ada-snapkv.window=16 \
 	  --samples $(SWEEP_SAMPLES) --jobs 2 --out runs
+
+# Our TTS families from scratch: the corpus, then aligner, tokenizer and the three families (CPU).
+# flow, nar and ar can run side by side (one thread each); the committed ones did.
+tts-corpus: setup
+	.venv/bin/bench tts-corpus --out data/tts-corpus
+tts-train: tts-corpus
+	.venv/bin/bench train-tts --family aligner --threads 2
+	.venv/bin/bench train-tts --family tokenizer
+	.venv/bin/bench train-tts --family flow & f=$$!; .venv/bin/bench train-tts --family nar & n=$$!; \
+	  .venv/bin/bench train-tts --family ar & a=$$!; wait $$f && wait $$n && wait $$a
+
+# The comparison and ablations of the README (run folders in runs/; tables into README.md).
+tts-compare: setup
+	.venv/bin/pip install -q -e ".[piper]"  # Piper's joe is one of the held-out voices (GPL code: a corpus tool only)
+	.venv/bin/bench tts-compare --readme README.md
+tts-ablations: setup
+	.venv/bin/bench tts-compare --ablation flow --readme README.md
+	.venv/bin/bench tts-compare --ablation nar --readme README.md
+	.venv/bin/bench tts-compare --ablation ar --readme README.md

@@ -229,3 +229,21 @@ def test_vocoder_ceiling_resynthesises_the_reference():
     validate(audio)
     with pytest.raises(BenchError, match="no reference"):
         system.synthesize("x", None, TTSItem(id="r", text="x"))
+
+
+@needs_flite
+def test_duration_free_flow_lays_out_phones_then_fillers(tiny, tmp_path):
+    from systems.tts.flow import FILLER_ID, FlowConfig, FlowModel
+    from systems.tts.modules import filler_alignment, save_checkpoint
+    from systems.tts.train import write_manifest
+
+    phones, position = filler_alignment([5, 6, 7], 6, FILLER_ID)
+    assert phones.tolist() == [5, 6, 7, FILLER_ID, FILLER_ID, FILLER_ID] and not position.any()
+    copy = tmp_path / "ckpt"
+    shutil.copytree(tiny, copy)
+    config = FlowConfig(d=32, layers=1, heads=2, text_blocks=1, alignment="filler")
+    save_checkpoint(copy / "flow", FlowModel(config), {"kind": "flow", "model": config.to_json()}, half=True)
+    write_manifest(copy)
+    system = TinyFlow(checkpoints=str(copy), nfe=2)
+    system.load()
+    assert len(system.synthesize(ITEM.text, _prompt(), ITEM).samples) > 0

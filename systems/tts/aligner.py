@@ -223,7 +223,7 @@ def train_duration_predictor(utterances: Sequence[Any], config: AlignerConfig, l
     model = DurationPredictor()
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr)
     history = []
-    held_ids = set(u.id for u in rng.sample(list(utterances), 100))  # a check of the fit, not trained on
+    held_ids = set(u.id for u in rng.sample(list(utterances), min(100, len(utterances) // 5)))  # a check, not trained on
     held = [u for u in utterances if u.id in held_ids]
     train = [u for u in utterances if u.id not in held_ids]
     for step in range(config.duration_steps):

@@ -51,6 +51,12 @@ class ARConfig:
     alignment: str = "duration"  # duration | none
     max_prompt: float = 0.5
 
+    def __post_init__(self) -> None:
+        if self.alignment not in ('duration', 'none'):
+            from bench.errors import BenchError
+
+            raise BenchError(f"alignment {self.alignment!r} is not one of duration, none for this family")
+
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -57,7 +57,7 @@ def learning_rate(recipe: Recipe, step: int) -> float:
 
 
 def make_batch(rng: random.Random, utterances: Sequence[Any], stats: Any, recipe: Recipe,
-               with_tokens: bool) -> dict[str, torch.Tensor]:
+               with_tokens: bool, filler_id: int | None = None) -> dict[str, torch.Tensor]:
     """Crops padded to the longest: mel (B, T, N_MELS) normalised, frame_phones, position,
     phone_index (frame -> index into the utterance's phones), pad_mask, tokens (B, T, levels),
     and per crop the phone ids it covers (for the AR family's text prefix)."""
@@ -84,12 +84,25 @@ def make_batch(rng: random.Random, utterances: Sequence[Any], stats: Any, recipe
         phones[i, :n], position[i, :n] = fp[s:e], pos[s:e]
         index = np.repeat(np.arange(len(utt.phones)), utt.durations)[s:e]
         texts.append((utt.phones[index[0]:index[-1] + 1], index - index[0]))
+        if filler_id is not None:
+            from systems.tts.modules import filler_alignment
+
+            phones[i, :n], position[i, :n] = filler_alignment(texts[-1][0], n, filler_id)
         pad[i, :n] = True
         if with_tokens:
             tokens[i, :n] = utt.tokens[s:e]
     return {"mel": torch.from_numpy(mel), "frame_phones": torch.from_numpy(phones),
             "position": torch.from_numpy(position), "pad_mask": torch.from_numpy(pad),
             "tokens": torch.from_numpy(tokens), "texts": texts, "ends": ends}
+
+
+def filler_token(family: str, model_config: Any) -> int | None:
+    """The filler id when the flow family trains in its duration-free form (E2/F5 filler padding)."""
+    if family == "flow" and model_config.alignment == "filler":
+        from systems.tts.flow import FILLER_ID
+
+        return FILLER_ID
+    return None
 
 
 def build_model(family: str, config: dict[str, Any] | None = None):
@@ -112,7 +125,7 @@ def build_model(family: str, config: dict[str, Any] | None = None):
 
 
 def train_family(family: str, corpus: Path, out: Path, log: Callable[[str], None], threads: int,
-                 steps: int | None = None) -> dict[str, Any]:
+                 steps: int | None = None, model_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     from bench.jsonio import write_json_atomic
     from systems.tts.modules import count_parameters, save_checkpoint
     from systems.tts.train import load_aligned_corpus
@@ -124,7 +137,8 @@ def train_family(family: str, corpus: Path, out: Path, log: Callable[[str], None
     if needs_tokens:
         attach_tokens(utterances, stats, out, corpus, log)
     torch.manual_seed(recipe.seed)
-    model, model_config = build_model(family)
+    model, model_config = build_model(family, model_overrides)
+    filler = filler_token(family, model_config)
     log(f"{family}: {count_parameters(model):,} parameters, {recipe.steps} steps of {recipe.batch} x <= {recipe.max_frames} frames")
     loss_fn = _loss_function(family)
     decay, no_decay = [], []
@@ -141,7 +155,7 @@ def train_family(family: str, corpus: Path, out: Path, log: Callable[[str], None
     for step in range(recipe.steps):
         for group in opt.param_groups:
             group["lr"] = learning_rate(recipe, step)
-        batch = make_batch(rng, utterances, stats, recipe, needs_tokens)
+        batch = make_batch(rng, utterances, stats, recipe, needs_tokens, filler)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=recipe.bf16):
             loss, parts = loss_fn(model, batch, gen, np_rng)
         opt.zero_grad(set_to_none=True)

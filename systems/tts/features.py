@@ -98,6 +98,11 @@ class FeatureStats:
         return x * np.asarray(self.std, np.float32) + np.asarray(self.mean, np.float32)
 
 
+@functools.lru_cache(maxsize=1)
+def _mel_pseudo_inverse() -> np.ndarray:
+    return np.linalg.pinv(mel_filterbank()).astype(np.float32)
+
+
 class Vocoder(Protocol):
     """Log-mel (N_MELS, T) in this module's convention -> float32 samples at `sample_rate`."""
 
@@ -125,8 +130,7 @@ class GriffinLim:
         import torch
 
         mel = np.exp(np.asarray(log_mel_spec, dtype=np.float32))
-        fb = mel_filterbank()
-        magnitude = np.maximum(np.linalg.pinv(fb) @ mel, 0.0)
+        magnitude = np.maximum(_mel_pseudo_inverse() @ mel, 0.0)
         mag = torch.from_numpy(magnitude.astype(np.float32))
         window = torch.hann_window(N_FFT)
         gen = torch.Generator().manual_seed(self.seed)

@@ -45,6 +45,12 @@ class FlowConfig:
     p_drop_all: float = 0.2
     min_mask: float = 0.7
 
+    def __post_init__(self) -> None:
+        if self.alignment not in ('duration', 'filler'):
+            from bench.errors import BenchError
+
+            raise BenchError(f"alignment {self.alignment!r} is not one of duration, filler for this family")
+
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 

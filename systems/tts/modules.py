@@ -186,3 +186,16 @@ def frame_alignment(phones, durations):
     starts = np.repeat(np.cumsum(durations) - durations, durations)
     position = (np.arange(len(frame_phones)) - starts) / np.repeat(durations, durations)
     return frame_phones, position.astype(np.float32)
+
+
+def filler_alignment(phones, n_frames: int, filler_id: int):
+    """E2/F5's duration-free text layout: the phones, then filler tokens up to n_frames; no
+    position-in-phone information (zeros). The model must find the alignment itself."""
+    import numpy as np
+
+    phones = np.asarray(phones, dtype=np.int64)
+    if len(phones) > n_frames:
+        phones = phones[:n_frames]
+    out = np.full(n_frames, filler_id, dtype=np.int64)
+    out[:len(phones)] = phones
+    return out, np.zeros(n_frames, dtype=np.float32)

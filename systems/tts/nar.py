@@ -11,8 +11,8 @@ frames so that a cos(pi k / 2K) share stays masked after round k (confidence noi
 as in MaskGIT). One network predicts all levels of a frame at once (MaskGCT splits text-to-semantic
 and semantic-to-acoustic into two models; at this size one model trains in the CPU budget).
 
-Duration-free option (`alignment: "prefix"`, MaskGCT's T2S): the phones are a prefix of the
-sequence instead of frame-aligned, and the total length comes from the prompt's speaking rate.
+Duration-free form (MaskGCT's T2S: the phones as a prefix of the sequence, the total length from
+the prompt's speaking rate): not implemented yet; `alignment` accepts only "duration" so far.
 """
 
 from __future__ import annotations
@@ -40,7 +40,13 @@ class NARConfig:
     codes: int = 1024
     text_blocks: int = 2
     max_prompt: float = 0.4
-    alignment: str = "duration"  # duration | prefix
+    alignment: str = "duration"  # the prefix (duration-free) form is not implemented yet
+
+    def __post_init__(self) -> None:
+        if self.alignment not in ('duration',):
+            from bench.errors import BenchError
+
+            raise BenchError(f"alignment {self.alignment!r} is not one of duration for this family")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

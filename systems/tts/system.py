@@ -161,9 +161,10 @@ class OurTTS(TTSSystem):
         max_prompt = int(MAX_PROMPT_S * FRAMES_PER_SECOND)
         if mel.shape[0] > max_prompt:  # keep the last whole phones within MAX_PROMPT_S
             ends = np.cumsum(p_dur)
-            first = int(np.searchsorted(ends, mel.shape[0] - max_prompt, side="right"))
-            first = min(first + (1 if ends[first] - (mel.shape[0] - max_prompt) < 0 else 0), len(p_ids) - 1)
-            cut = int(ends[first - 1]) if first > 0 else 0
+            excess = mel.shape[0] - max_prompt
+            # The first phone that starts at or after `excess` frames, keeping at least one phone.
+            first = min(int(np.searchsorted(ends, excess, side="left")) + 1, len(p_ids) - 1)
+            cut = int(ends[first - 1])
             mel, p_ids, p_dur = mel[cut:], p_ids[first:], p_dur[first:]
         t_ids = phone_ids(target_phones)
         t_dur = self.durations.predict(t_ids, log_rate(int(p_dur.sum()), len(p_ids)))
@@ -241,6 +242,12 @@ class TinyFlow(OurTTS):
         from systems.tts.flow import sample
 
         p, n = plan["prompt_frames"], plan["target_frames"]
+        if self.model.config.alignment == "filler":  # duration-free: phones then fillers (E2/F5)
+            from systems.tts.flow import FILLER_ID
+            from systems.tts.modules import filler_alignment
+
+            plan = {**plan}
+            plan["frame_phones"], plan["position"] = filler_alignment(plan["phones"], p + n, FILLER_ID)
         context = np.zeros((p + n, plan["prompt_mel"].shape[1]), np.float32)
         context[:p] = plan["prompt_mel"]
         generate = torch.zeros(p + n, dtype=torch.bool)

@@ -99,7 +99,7 @@ def load_stats(out: Path):
     return FeatureStats.from_json(json.loads(path.read_text(encoding="utf-8")))
 
 
-def train_aligner_stage(corpus: Path, out: Path, log, threads: int) -> dict[str, Any]:
+def train_aligner_stage(corpus: Path, out: Path, log, threads: int, steps: int | None = None) -> dict[str, Any]:
     import torch
 
     from bench.jsonio import write_json_atomic
@@ -110,6 +110,8 @@ def train_aligner_stage(corpus: Path, out: Path, log, threads: int) -> dict[str,
 
     torch.set_num_threads(threads)
     config = AlignerConfig(threads=threads)
+    if steps is not None:  # quick tries and tests, not the committed recipe
+        config = AlignerConfig(threads=threads, steps=steps, seed_steps=steps // 3, duration_steps=steps)
     utterances = load_corpus(corpus)
     stats = FeatureStats.fit(np.concatenate([u.log_mel for u in utterances]))
     folder = out / "aligner"
@@ -160,7 +162,7 @@ def load_aligned_corpus(corpus: Path, out: Path, log):
     return utterances, stats
 
 
-def train_tokenizer_stage(corpus: Path, out: Path, log, threads: int) -> dict[str, Any]:
+def train_tokenizer_stage(corpus: Path, out: Path, log, threads: int, steps: int | None = None) -> dict[str, Any]:
     import torch
 
     from bench.jsonio import write_json_atomic
@@ -169,7 +171,7 @@ def train_tokenizer_stage(corpus: Path, out: Path, log, threads: int) -> dict[st
 
     torch.set_num_threads(threads)
     stats = load_stats(out)
-    config = TokenizerConfig()
+    config = TokenizerConfig() if steps is None else TokenizerConfig(iterations=steps)
     frames = np.concatenate([stats.normalise(u.log_mel) for u in load_corpus(corpus)])
     tokenizer, fit_log = ResidualKMeans.fit(frames, config, log)
     tokenizer.save(out / "tokenizer", config, {})
@@ -184,7 +186,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--corpus", type=Path, default=Path("data/tts-corpus"), help="corpus folder (bench tts-corpus)")
     parser.add_argument("--out", type=Path, default=CHECKPOINTS, help="checkpoint folder")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (one per training on 2 cores)")
-    parser.add_argument("--steps", type=int, help="override the recipe's steps (quick tries; not the committed recipe)")
+    parser.add_argument("--steps", type=int, help="override the recipe's steps (aligner: its steps; tokenizer: "
+                        "k-means iterations; quick tries and tests, not the committed recipe)")
+    parser.add_argument("--alignment", choices=("duration", "filler", "none"),
+                        help="the family's text alignment: duration (the committed recipe), or the duration-free "
+                             "form: filler (flow: E2/F5 filler padding), none (ar: plain VALL-E attention)")
     parser.add_argument("--check", action="store_true", help="verify the checkpoints against their manifest")
     args = parser.parse_args(argv)
     if args.check:
@@ -195,13 +201,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.time()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.family == "aligner":
-        recipe = train_aligner_stage(args.corpus, args.out, log, args.threads)
+        recipe = train_aligner_stage(args.corpus, args.out, log, args.threads, args.steps)
     elif args.family == "tokenizer":
-        recipe = train_tokenizer_stage(args.corpus, args.out, log, args.threads)
+        recipe = train_tokenizer_stage(args.corpus, args.out, log, args.threads, args.steps)
     else:
         from systems.tts.families import train_family
 
-        recipe = train_family(args.family, args.corpus, args.out, log, args.threads, args.steps)
+        overrides = {"alignment": args.alignment} if args.alignment else None
+        recipe = train_family(args.family, args.corpus, args.out, log, args.threads, args.steps, overrides)
     minutes = (time.time() - start) / 60
     import fcntl
 

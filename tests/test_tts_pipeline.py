@@ -1,0 +1,116 @@
+"""The TTS families' pipeline end to end on a tiny corpus, as a user runs it: bench tts-corpus,
+bench train-tts for every stage (few steps), bench train-tts --check, the systems loading what was
+written; and the evaluation tasks' items (held out from training)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.cli import main
+from bench.contracts import TTSItem
+from bench.errors import BenchError
+
+pytestmark = pytest.mark.skipif(shutil.which("flite") is None or shutil.which("espeak-ng") is None,
+                                reason="needs flite and espeak-ng (scripts/setup.sh installs them)")
+VOICES = "flite-slt,flite-rms,espeak-m1"
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    out = tmp_path_factory.mktemp("corpus")
+    assert main(["tts-corpus", "--out", str(out), "--voices", VOICES, "--per-voice", "6", "--jobs", "1"]) == 0
+    return out
+
+
+def test_corpus_is_deterministic_resumable_and_checked(corpus, tmp_path, capsys):
+    info = json.loads((corpus / "corpus.json").read_text())
+    assert info["utterances"] == 18 and set(info["voices"]) == set(VOICES.split(","))
+    assert info["text_source"]["licence"].startswith("Apache-2.0")
+    records = [json.loads(line) for line in (corpus / "utterances.jsonl").read_text().splitlines()]
+    flite = [r for r in records if r["voice"].startswith("flite")]
+    assert all(len(r["flite_timings"]) == len(r["phones"]) for r in flite)
+    assert main(["tts-corpus", "--out", str(corpus), "--check"]) == 0
+    # A rerun resumes: nothing is synthesised again, the records stay as they were.
+    before = (corpus / "utterances.jsonl").read_bytes()
+    assert main(["tts-corpus", "--out", str(corpus), "--voices", VOICES, "--per-voice", "6", "--jobs", "1"]) == 0
+    assert (corpus / "utterances.jsonl").read_bytes() == before
+    # The same plan elsewhere gives the same audio.
+    again = tmp_path / "again"
+    assert main(["tts-corpus", "--out", str(again), "--voices", "flite-slt", "--per-voice", "2", "--jobs", "1"]) == 0
+    first = {r["id"]: r["sha256"] for r in records}
+    for r in (json.loads(x) for x in (again / "utterances.jsonl").read_text().splitlines()):
+        assert first[r["id"]] == r["sha256"]
+    # A changed file is caught.
+    wav = next((corpus / "wavs" / "flite-slt").glob("*.wav"))
+    data = bytearray(wav.read_bytes())
+    data[-1] ^= 1
+    wav.write_bytes(bytes(data))
+    try:
+        assert main(["tts-corpus", "--out", str(corpus), "--check"]) == 1
+    finally:
+        data[-1] ^= 1
+        wav.write_bytes(bytes(data))
+
+
+def test_every_stage_trains_and_the_systems_load_it(corpus, tmp_path):
+    ckpt = tmp_path / "ckpt"
+    base = ["train-tts", "--corpus", str(corpus), "--out", str(ckpt)]
+    assert main(base + ["--family", "aligner", "--steps", "6"]) == 0
+    assert main(base + ["--family", "tokenizer", "--steps", "2"]) == 0
+    for family in ("flow", "nar", "ar"):
+        assert main(base + ["--family", family, "--steps", "2"]) == 0
+    assert main(["train-tts", "--out", str(ckpt), "--check"]) == 0
+    recipes = json.loads((ckpt / "train_config.json").read_text())["recipes"]
+    assert set(recipes) == {"aligner", "tokenizer", "flow", "nar", "ar"}
+    assert recipes["flow"]["recipe"]["steps"] == 2
+    from systems.tts.system import TinyFlow, TinyNAR
+    from tasks.librivox_mini import LibrivoxMini
+
+    item = LibrivoxMini().items()[0]
+    for cls, options in ((TinyFlow, {"nfe": 2}), (TinyNAR, {"steps": 2})):
+        system = cls(checkpoints=str(ckpt), **options)
+        system.load()
+        audio = system.synthesize("A short test.", item.prompt, item)
+        assert audio.samples.size > 0 and np.isfinite(audio.samples).all()
+    # A retrain with the same corpus and seed gives the same weights, byte for byte.
+    again = tmp_path / "again"
+    shutil.copytree(ckpt, again)
+    assert main(["train-tts", "--corpus", str(corpus), "--out", str(again), "--family", "flow", "--steps", "2"]) == 0
+    assert (again / "flow" / "model.safetensors").read_bytes() == (ckpt / "flow" / "model.safetensors").read_bytes()
+
+
+def test_missing_corpus_and_checkpoints_say_what_to_run(tmp_path, capsys):
+    assert main(["train-tts", "--corpus", str(tmp_path / "none"), "--out", str(tmp_path / "c"), "--family", "aligner"]) == 1
+    assert "bench tts-corpus" in capsys.readouterr().err
+    assert main(["train-tts", "--out", str(tmp_path / "c2"), "--check"]) == 1
+    assert "bench train-tts" in capsys.readouterr().err
+
+
+def test_eval_tasks_hold_out_their_sentences(tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_HOME", str(tmp_path))
+    from systems.tts.corpus import training_texts
+    from tasks.tts_eval import TTSHard, TTSSeen, TTSUnseen
+
+    train = training_texts()
+    seen, unseen, hard = TTSSeen().items(), TTSUnseen().items(), TTSHard().items()
+    assert len(seen) == 28 and len(hard) == 20 and len(unseen) >= 8
+    for items in (seen, unseen, hard):
+        assert len({it.id for it in items}) == len(items)
+        assert not {it.text for it in items} & train
+        assert all(it.prompt.text not in train and it.prompt.text != it.text for it in items)
+        assert all(it.tags["voice"] in it.prompt.audio_path.name for it in items)
+    heldout_voices = {it.tags["voice"] for it in unseen}
+    assert not heldout_voices & {it.tags["voice"] for it in seen}
+    # The identity pins the audio: a different rendering would be a different task identity.
+    ident = TTSSeen().identity()
+    assert len(ident["audio_sha256"]) == 64
+    # A modified file is refused with the fix.
+    victim = seen[0].reference_path
+    victim.write_bytes(victim.read_bytes()[:-2] + b"\x00\x01")
+    with pytest.raises(BenchError, match="modified"):
+        TTSSeen().items()
