@@ -90,6 +90,9 @@ class System:
     description: ClassVar[str] = ""
     streaming: ClassVar[bool] = False  # True when synthesize_stream yields audio incrementally
     clones_voice: ClassVar[bool] = False  # False for single-voice systems: low SIM is expected
+    # True for systems that sample: the run's --seed reaches them as option `seed` (unless the user
+    # gives one with --system-opt), so it is recorded in the spec with the system's other options.
+    takes_seed: ClassVar[bool] = False
 
     def __init__(self, **options: Any):
         self.options = options

@@ -125,12 +125,19 @@ class Run:
         )
         self.folder = Path(opts.out_root) / self.spec.folder_name()
 
+    def system_options(self, name: str) -> dict[str, Any]:
+        """The options a system is built with: the user's, plus the run's seed for systems that sample."""
+        options = dict(self.opts.system_options.get(name, {}))
+        if getattr(registry.get_class("system", name), "takes_seed", False):
+            options.setdefault("seed", self.opts.seed)
+        return options
+
     def _system_identity(self, name: str) -> dict[str, Any]:
         if name.startswith(AUDIO_DIR_SYSTEM_PREFIX):
             return {"name": name, "family": "external", "revision": "", "license": "",
                     "options": {"audio_dir": str(Path(self.opts.audio_dir).resolve())}}
         cls = registry.get_class("system", name)
-        identity = cls(**self.opts.system_options.get(name, {})).identity()
+        identity = cls(**self.system_options(name)).identity()
         variant = registry.split_variant(name)[1]
         if variant is not None:  # plain names keep their identity (and existing runs their hash)
             identity["variant"] = variant
@@ -195,7 +202,7 @@ class Run:
             out.append(rec)
 
     def _synthesize_all(self, system: str, todo: list[TTSItem], out: JsonlAppender) -> None:
-        options = self.opts.system_options.get(system, {})
+        options = self.system_options(system)
         avail = registry.create("system", system, **options).availability()
         if not avail.ok:
             # Reported and counted, not crashed on: every item fails with the reason and the fix.

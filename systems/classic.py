@@ -293,6 +293,8 @@ class Piper(TTSSystem):
     output that depends on the text alone.
     """
 
+    takes_seed = True
+
     name = "piper"
     family = "nar"  # VITS: parallel (non-autoregressive) decoding
     license = "GPL-3.0-or-later (piper-tts code); voice: see its model card (en_US-joe-medium: CC0)"

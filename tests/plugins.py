@@ -63,6 +63,12 @@ class ToneSystem(TTSSystem):
         yield Audio(x[half:], self.rate)
 
 
+class SeededTone(ToneSystem):
+    """A system that samples: the run's --seed reaches it as option `seed`."""
+
+    takes_seed = True
+
+
 class DurationMetric(Metric):
     """Duration of the hypothesis audio in seconds (a real, exactly checkable measurement)."""
 

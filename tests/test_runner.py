@@ -269,3 +269,17 @@ def test_system_options_must_name_a_listed_system(tmp_path, capsys):
         from bench.registry import split_variant
 
         split_variant("tiny-flow@bad.label")
+
+
+def test_run_seed_reaches_systems_that_sample(tmp_path):
+    manifest = write_manifest(tmp_path, {"a": "hello"})
+    seeded = "tests.plugins:SeededTone"
+    common = ["--task", TASK, "--task-opt", f"manifest={manifest}", "--metrics", DUR, "--out", str(tmp_path / "out")]
+    assert run_cli("--systems", f"{seeded},{TONE}", "--seed", "7", *common) == 0
+    spec = json.loads((only_run_folder(tmp_path / "out") / "spec.json").read_text())["spec"]
+    assert [s["options"] for s in spec["systems"]] == [{"seed": 7}, {}]
+    # An explicit --system-opt seed wins over the run's seed.
+    assert run_cli("--systems", seeded, "--seed", "7", "--system-opt", f"{seeded}.seed=3", *common[:-2],
+                   "--out", str(tmp_path / "out2")) == 0
+    spec = json.loads((only_run_folder(tmp_path / "out2") / "spec.json").read_text())["spec"]
+    assert spec["systems"][0]["options"] == {"seed": 3}

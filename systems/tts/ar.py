@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.errors import BenchError
-from systems.tts.modules import Block, FrameText
+from systems.tts.modules import Block, FrameText, check_alignment
 from systems.tts.text import END_ID, VOCAB_SIZE
 
 
@@ -52,10 +52,7 @@ class ARConfig:
     max_prompt: float = 0.5
 
     def __post_init__(self) -> None:
-        if self.alignment not in ('duration', 'none'):
-            from bench.errors import BenchError
-
-            raise BenchError(f"alignment {self.alignment!r} is not one of duration, none for this family")
+        check_alignment(self.alignment, ('duration', 'none'))
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -22,7 +22,6 @@ Resumable: records are appended after each chunk of utterances is written; a rer
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -38,6 +37,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from bench.errors import BenchError
+from bench.evaluators import sha256_file
 
 SAMPLE_RATE = 16000
 CORPUS_VERSION = "tts-corpus-v1"
@@ -196,14 +196,6 @@ def _piper_synthesize(text: str, path: Path) -> None:
         _PIPER_VOICE = PiperVoice.load(str(_piper_model()))
     with wave.open(str(path), "wb") as handle:
         _PIPER_VOICE.synthesize_wav(text, handle)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------- plans

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from systems.tts.features import N_MELS
-from systems.tts.modules import Block, FrameText, time_embedding
+from systems.tts.modules import Block, FrameText, time_embedding, check_alignment
 from systems.tts.text import VOCAB_SIZE
 
 FILLER_ID = VOCAB_SIZE  # the duration-free form's filler token (one past the phone vocabulary)
@@ -46,10 +46,7 @@ class FlowConfig:
     min_mask: float = 0.7
 
     def __post_init__(self) -> None:
-        if self.alignment not in ('duration', 'filler'):
-            from bench.errors import BenchError
-
-            raise BenchError(f"alignment {self.alignment!r} is not one of duration, filler for this family")
+        check_alignment(self.alignment, ('duration', 'filler'))
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

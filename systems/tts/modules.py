@@ -109,6 +109,12 @@ def time_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([angles.sin(), angles.cos()], dim=-1)
 
 
+def check_alignment(value: str, allowed: tuple[str, ...]) -> None:
+    """A family config's text alignment must be one that family implements."""
+    if value not in allowed:
+        raise BenchError(f"alignment {value!r} is not one of {', '.join(allowed)} for this family")
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from systems.tts.modules import Block, FrameText
+from systems.tts.modules import Block, FrameText, check_alignment
 from systems.tts.text import VOCAB_SIZE
 
 
@@ -43,10 +43,7 @@ class NARConfig:
     alignment: str = "duration"  # the prefix (duration-free) form is not implemented yet
 
     def __post_init__(self) -> None:
-        if self.alignment not in ('duration',):
-            from bench.errors import BenchError
-
-            raise BenchError(f"alignment {self.alignment!r} is not one of duration for this family")
+        check_alignment(self.alignment, ('duration',))
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

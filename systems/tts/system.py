@@ -24,6 +24,7 @@ import numpy as np
 from bench.audio import Audio, read_audio
 from bench.contracts import Availability, Prompt, TTSItem, TTSSystem, binary_available, module_available
 from bench.errors import BenchError, Unavailable
+from bench.evaluators import sha256_file
 
 CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
 MAX_PROMPT_S = 3.0
@@ -52,6 +53,8 @@ def _parse(name: str, key: str, value: Any, kind: type, low: float | None = None
 
 class OurTTS(TTSSystem):
     """Shared loading and prompt handling; subclasses generate normalised frames."""
+
+    takes_seed = True
 
     family_dir: ClassVar[str] = ""
     license = "Apache-2.0 (weights trained here on a synthetic corpus)"
@@ -100,7 +103,7 @@ class OurTTS(TTSSystem):
         parts = []
         for sub in self.needed_folders():
             path = self.folder / sub / "model.safetensors"
-            parts.append(f"{sub}:{_digest(path)[:12]}" if path.is_file() else f"{sub}:missing")
+            parts.append(f"{sub}:{sha256_file(path)[:12]}" if path.is_file() else f"{sub}:missing")
         return ",".join(parts)
 
     def needed_folders(self) -> tuple[str, ...]:
@@ -196,12 +199,6 @@ class OurTTS(TTSSystem):
         raise NotImplementedError
 
 
-def _digest(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _check_manifest(folder: Path, subfolders: tuple[str, ...]) -> None:
     """Every file of the needed checkpoint folders must match MANIFEST.sha256."""
     manifest = folder / "MANIFEST.sha256"
@@ -214,7 +211,7 @@ def _check_manifest(folder: Path, subfolders: tuple[str, ...]) -> None:
     for sub in subfolders:
         for path in sorted((folder / sub).glob("*")):
             rel = path.relative_to(folder).as_posix()
-            if path.is_file() and rel.endswith((".safetensors", ".json")) and expected.get(rel) != _digest(path):
+            if path.is_file() and rel.endswith((".safetensors", ".json")) and expected.get(rel) != sha256_file(path):
                 raise Unavailable(f"checkpoint file {path} does not match {manifest} -> restore it "
                                   "(git checkout) or retrain with bench train-tts")
 

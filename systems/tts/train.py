@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import argparse
-import hashlib
 import json
 import sys
 import time
@@ -26,6 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from bench.errors import BenchError
+from bench.evaluators import sha256_file
 
 CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
 FAMILIES = ("aligner", "tokenizer", "flow", "nar", "ar")
@@ -39,14 +39,6 @@ def _log_to(path: Path | None):
         print(line, flush=True)
 
     return log
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def write_manifest(out: Path) -> None:
