@@ -104,6 +104,23 @@ def _synthesize(system: Any, text: str, prompt: Any, item: Any) -> SynthesisResu
         return SynthesisResult(None, None, None, None, peak_rss_mb(), failure_reason(exc), f"{type(exc).__name__}: {exc}")
 
 
+def describe_exit(proc: Any) -> str:
+    """'exit code 3' or 'killed by signal SIGSEGV' for a child that has died (waited for briefly:
+    its pipe closes a moment before its exit status is known)."""
+    import signal
+
+    proc.join(timeout=5)
+    code = proc.exitcode
+    if code is None:
+        return "exit status unknown: the process is still running"
+    if code < 0:
+        try:
+            return f"killed by signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
 def failure_reason(exc: BaseException) -> str:
     """The reason tag a failed synthesis is counted under: the exception's own `reason` attribute
     when it declares one (e.g. an autoregressive model's 'no_stop'), else 'exception'."""
@@ -177,9 +194,9 @@ class SystemWorker:
         try:
             status, detail = self._conn.recv()
         except EOFError:
-            code = self._proc.exitcode
+            how = describe_exit(self._proc)
             self.stop()
-            raise RuntimeError(f"system '{self.name}' crashed while loading (exit code {code})") from None
+            raise RuntimeError(f"system '{self.name}' crashed while loading ({how})") from None
         if status != "loaded":
             self.stop()
             raise RuntimeError(f"system '{self.name}' failed to load: {detail}")
@@ -212,9 +229,9 @@ class SystemWorker:
                 return "timeout", f"no result within {self.timeout_s:g} s; the process was killed"
             return self._conn.recv()
         except (EOFError, BrokenPipeError, ConnectionResetError):
-            code = self._proc.exitcode if self._proc is not None else None
+            how = describe_exit(self._proc) if self._proc is not None else "no process"
             self._kill()
-            return "crashed", f"the system process died (exit code {code})"
+            return "crashed", f"the system process died ({how})"
 
     def synthesize(self, text: str, prompt: Any, item: Any) -> SynthesisResult:
         status, result = self._request(("synthesize", (text, prompt, item)))

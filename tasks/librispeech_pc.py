@@ -43,7 +43,7 @@ def flac_path(root: Path, utt_id: str) -> Path:
 def read_cross_sentence_list(list_path: Path, root: Path) -> list[TTSItem]:
     """Parse the F5-TTS LibriSpeech-PC list; errors name the file and line."""
     try:
-        lines = list_path.read_text(encoding="utf-8").splitlines()
+        lines = list_path.read_text(encoding="utf-8-sig").splitlines()  # a byte-order mark is not part of the first id
     except UnicodeDecodeError as exc:
         raise BenchError(f"{list_path} is not UTF-8 text ({exc})") from None
     items: list[TTSItem] = []

@@ -44,7 +44,7 @@ def read_meta_list(meta: Path, language: str = "en", subset: str = "") -> list[T
     """Parse a Seed-TTS meta list into items; any malformed line is an error naming the line."""
     base = meta.parent
     try:
-        lines = meta.read_text(encoding="utf-8").splitlines()
+        lines = meta.read_text(encoding="utf-8-sig").splitlines()  # a byte-order mark is not part of the first id
     except UnicodeDecodeError as exc:
         raise BenchError(f"{meta} is not UTF-8 text ({exc})") from None
     items: list[TTSItem] = []

@@ -96,8 +96,11 @@ def test_hanging_and_crashing_systems_cost_one_item_each(tmp_path):
     assert run_cli("--systems", TONE, "--task", TASK, "--task-opt", f"manifest={manifest}",
                    "--timeout", "3", "--no-warmup", "--out", str(tmp_path / "out")) == 0
     folder = only_run_folder(tmp_path / "out")
-    reasons = {g["item_id"]: g["reason"] for g in read_jsonl(folder / "generations.jsonl")}
+    gens = read_jsonl(folder / "generations.jsonl")
+    reasons = {g["item_id"]: g["reason"] for g in gens}
     assert reasons == {"1": None, "2": "timeout", "3": "crashed", "4": None}
+    crash = next(g for g in gens if g["item_id"] == "3")
+    assert "exit code 3" in crash["detail"], crash["detail"]  # the real status, not 'None'
 
 
 def test_score_audio_dir_pairs_by_id_and_counts_missing(tmp_path):

@@ -182,6 +182,10 @@ def test_seedtts_items(seedtts_root):
     assert task.protocol.language == "en" and task.protocol.normalizer == "seedtts"
     # The parent of seedtts_testset works as root too.
     assert SeedTTSEval(root=str(seedtts_root.parent)).items() == items
+    # A UTF-8 byte-order mark at the start of meta.lst is not part of the first id.
+    meta = seedtts_root / "en" / "meta.lst"
+    meta.write_bytes(b"\xef\xbb\xbf" + meta.read_bytes())
+    assert [it.id for it in SeedTTSEval(root=str(seedtts_root)).items()] == ["u1", "u2", "u3"]
 
 
 def test_seedtts_hardcase_is_chinese(seedtts_root):
