@@ -231,12 +231,26 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _floats(csv: str, flag: str) -> tuple[float, ...]:
+    import math
+
     from bench.errors import BenchError
 
     try:
-        return tuple(float(x) for x in csv.split(",") if x.strip())
+        values = tuple(float(x) for x in csv.split(",") if x.strip())
     except ValueError:
         raise BenchError(f"{flag} expects comma-separated numbers, got '{csv}'") from None
+    if not all(math.isfinite(v) for v in values):
+        raise BenchError(f"{flag} expects finite numbers, got '{csv}'")
+    return values
+
+
+def _ints(csv: str, flag: str) -> tuple[int, ...]:
+    from bench.errors import BenchError
+
+    values = _floats(csv, flag)
+    if any(v != int(v) for v in values):
+        raise BenchError(f"{flag} expects whole numbers, got '{csv}'")
+    return tuple(int(v) for v in values)
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
@@ -246,7 +260,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     model_options = _parse_options(args.model_opt, "--model-opt")
     spec = grid_from_names(
         parse_names(args.models), model_options=model_options, tasks=tuple(parse_names(args.tasks)),
-        lengths=tuple(int(x) for x in _floats(args.lengths, "--lengths")),
+        lengths=_ints(args.lengths, "--lengths"),
         prefill_methods=tuple(parse_names(args.prefill_methods)),
         decode_methods=tuple(parse_names(args.decode_methods)),
         compressions=_floats(args.compressions, "--compressions"), n_samples=args.samples, seed=args.seed,

@@ -17,6 +17,7 @@ A budget a method cannot realise at a length (BadBudget) is a counted failure wi
 from __future__ import annotations
 
 import hashlib
+import math
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -75,7 +76,7 @@ def validate_grid(spec: SweepSpec) -> None:
         problems.append("no tasks")
     if not spec.lengths or any(length <= 0 for length in spec.lengths):
         problems.append(f"lengths must be positive token counts, got {list(spec.lengths)}")
-    if any(c <= 1.0 for c in spec.compressions):
+    if any(not math.isfinite(c) or c <= 1.0 for c in spec.compressions):
         problems.append(f"compression ratios must be > 1 (C = 1/(1 - sparsity); 1 is the dense baseline, "
                         f"always run), got {list(spec.compressions)}")
     if not spec.compressions:

@@ -55,8 +55,15 @@ def _primary_cell(metric: str, block: dict[str, Any]) -> str:
 
 def build(run_folder: str | Path) -> str:
     """The HTML page for a run folder (or a summary.json path)."""
+    from bench.errors import BenchError
+
     path = Path(run_folder)
+    if not path.exists():
+        raise BenchError(f"{path} does not exist: give a run folder (runs/<task>-<hash>) or its summary.json")
     path = path / "summary.json" if path.is_dir() else path
+    if not path.is_file():
+        raise BenchError(f"{path.parent} has no summary.json: it is not a run folder, or the run has not "
+                         "finished (run the same `bench run` command again to finish it)")
     summary = validate_summary(read_json(path), str(path))
     metrics = [m["name"] for m in summary["spec"].get("metrics", [])]
     out = [f"<!doctype html><meta charset=utf-8><title>{_e(summary['spec']['task']['name'])} results</title>",

@@ -45,3 +45,12 @@ def test_report_rejects_malformed_summaries(tmp_path):
     (tmp_path / "summary.json").write_text("{not json")
     with pytest.raises(BadResultFile):
         build(tmp_path)
+
+
+def test_report_on_a_missing_folder_or_summary_is_a_clear_error(tmp_path, capsys):
+    from bench.cli import main
+
+    assert main(["report", str(tmp_path / "nowhere")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["report", str(tmp_path)]) == 1
+    assert "has no summary.json" in capsys.readouterr().err

@@ -64,6 +64,16 @@ def test_sweep_rejects_bad_grids(random_checkpoint, tmp_path):
     with pytest.raises(BenchError, match="beyond model"):
         main_raising(sweep_args(random_checkpoint, tmp_path, "--compressions", "2"), length="4096")
     assert main(sweep_args(random_checkpoint, tmp_path, "--compressions", "0.5")) == 1
+    # Non-finite compressions and lengths that are not whole numbers: clear errors before running.
+    for bad in ("nan", "inf", "2,nan"):
+        with pytest.raises(BenchError, match="finite"):
+            main_raising(sweep_args(random_checkpoint, tmp_path, "--compressions", bad), length="256")
+    for bad in ("nan", "inf", "2.5"):
+        with pytest.raises(BenchError, match="--lengths"):
+            main_raising(sweep_args(random_checkpoint, tmp_path, "--compressions", "2"), length=bad)
+    assert not any(p.name.startswith("sweep-") and (p / "records.jsonl").exists() and
+                   (p / "records.jsonl").stat().st_size for p in tmp_path.iterdir() if p.is_dir()), \
+        "a rejected grid must not run"
     assert main(["sweep", "--models", "flite", "--tasks", "niah-single", "--lengths", "256",
                  "--out", str(tmp_path)]) == 1
 
