@@ -183,7 +183,10 @@ class Run:
         root = self.opts.audio_dir
         assert root is not None
         for item in todo:
-            found = [root / f"{item.id}{ext}" for ext in (".wav", ".flac", ".ogg", ".mp3")]
+            # An id that names another folder ('../prompts/x') is looked up only by its safe file
+            # name, so no file outside the audio folder is ever read.
+            plain = Path(item.id).name == item.id and item.id not in (".", "..")
+            found = [root / f"{item.id}{ext}" for ext in (".wav", ".flac", ".ogg", ".mp3")] if plain else []
             found += [root / f"{safe_filename(item.id)}{ext}" for ext in (".wav", ".flac")]
             path = next((p for p in found if p.is_file()), None)
             rec = {"system": system, "item_id": item.id, "audio": str(path) if path else None,

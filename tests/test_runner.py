@@ -286,3 +286,19 @@ def test_run_seed_reaches_systems_that_sample(tmp_path):
                    "--out", str(tmp_path / "out2")) == 0
     spec = json.loads((only_run_folder(tmp_path / "out2") / "spec.json").read_text())["spec"]
     assert spec["systems"][0]["options"] == {"seed": 3}
+
+
+def test_score_never_reads_outside_the_audio_dir(tmp_path):
+    manifest = write_manifest(tmp_path, {"../prompts/x": "escape", "ok": "fine"})
+    rate = 16000
+    tone = 0.1 * np.sin(np.arange(rate) / 3.0)
+    (tmp_path / "prompts").mkdir()
+    sf.write(tmp_path / "prompts" / "x.wav", tone, rate)  # what the id points at, outside the folder
+    audio = tmp_path / "gen"
+    audio.mkdir()
+    sf.write(audio / "ok.wav", tone, rate)
+    assert main(["score", "--no-progress", "--task", TASK, "--task-opt", f"manifest={manifest}",
+                 "--audio-dir", str(audio), "--metrics", DUR, "--out", str(tmp_path / "out")]) == 0
+    gens = {g["item_id"]: g for g in read_jsonl(only_run_folder(tmp_path / "out") / "generations.jsonl")}
+    assert gens["../prompts/x"]["reason"] == "missing" and gens["../prompts/x"]["audio"] is None
+    assert gens["ok"]["status"] == "ok"
