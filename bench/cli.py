@@ -222,6 +222,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     run = Run(systems, args.task, opts)
     print(f"run folder: {run.folder}", file=sys.stderr)
     summary = run.execute()
+    unmatched = summary.get("unmatched_audio_files", {})
+    if unmatched.get("count"):
+        print(f"warning: {unmatched['count']} file(s) in {opts.audio_dir} match no item of the task and were not "
+              f"scored: {', '.join(unmatched['first'])}{' ...' if unmatched['count'] > len(unmatched['first']) else ''}",
+              file=sys.stderr)
     if args.json:
         print(dumps(summary, indent=2))
     else:

@@ -30,6 +30,7 @@ from bench.spec import RunSpec, items_digest
 from bench.worker import DEFAULT_TIMEOUT_S, SystemWorker
 
 AUDIO_DIR_SYSTEM_PREFIX = "audio-dir:"
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 _SAFE_ID = re.compile(r"[^A-Za-z0-9._-]")
 
 
@@ -178,6 +179,18 @@ class Run:
     def _audio_path(self, system: str, item: TTSItem) -> Path:
         return self.folder / "audio" / safe_filename(system) / f"{safe_filename(item.id)}.wav"
 
+    def unmatched_audio_files(self) -> list[str]:
+        """`bench score`: audio files in --audio-dir that match no item id (reported, never ignored)."""
+        root = self.opts.audio_dir
+        if root is None:
+            return []
+        expected = set()
+        for item in self.items:
+            expected.update(f"{safe_filename(item.id)}{ext}" for ext in AUDIO_EXTENSIONS)
+            expected.update(f"{item.id}{ext}" for ext in AUDIO_EXTENSIONS)
+        return sorted(p.name for p in Path(root).iterdir()
+                      if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS and p.name not in expected)
+
     def _collect_audio_dir(self, system: str, todo: list[TTSItem], out: JsonlAppender) -> None:
         """`bench score`: pair files with items by id (<id>.wav/.flac), never by order."""
         root = self.opts.audio_dir
@@ -186,7 +199,7 @@ class Run:
             # An id that names another folder ('../prompts/x') is looked up only by its safe file
             # name, so no file outside the audio folder is ever read.
             plain = Path(item.id).name == item.id and item.id not in (".", "..")
-            found = [root / f"{item.id}{ext}" for ext in (".wav", ".flac", ".ogg", ".mp3")] if plain else []
+            found = [root / f"{item.id}{ext}" for ext in AUDIO_EXTENSIONS] if plain else []
             found += [root / f"{safe_filename(item.id)}{ext}" for ext in (".wav", ".flac")]
             path = next((p for p in found if p.is_file()), None)
             rec = {"system": system, "item_id": item.id, "audio": str(path) if path else None,

@@ -97,8 +97,17 @@ def summarize(run: Any, wall_s: float | None = None) -> dict[str, Any]:
         "environment": fingerprint(),
         "scoring_peak_rss_mb": peak_rss_mb(),
         "wall_s": wall_s,
+        **_unmatched(run),
         "systems": systems,
     }
+
+
+def _unmatched(run: Any) -> dict[str, Any]:
+    """For `bench score`: the audio files that matched no item (how many, the first ten names)."""
+    names = run.unmatched_audio_files() if hasattr(run, "unmatched_audio_files") else []
+    if getattr(run.opts, "audio_dir", None) is None:
+        return {}
+    return {"unmatched_audio_files": {"count": len(names), "first": names[:10]}}
 
 
 # ---------------------------------------------------------------------------- console table

@@ -302,3 +302,17 @@ def test_score_never_reads_outside_the_audio_dir(tmp_path):
     gens = {g["item_id"]: g for g in read_jsonl(only_run_folder(tmp_path / "out") / "generations.jsonl")}
     assert gens["../prompts/x"]["reason"] == "missing" and gens["../prompts/x"]["audio"] is None
     assert gens["ok"]["status"] == "ok"
+
+
+def test_score_reports_files_that_match_no_item(tmp_path, capsys):
+    manifest = write_manifest(tmp_path, {"a": "one"})
+    audio = tmp_path / "gen"
+    audio.mkdir()
+    for name in ("a.wav", "typo_b.wav", "c.flac", "notes.txt"):
+        sf.write(audio / name, 0.1 * np.sin(np.arange(8000) / 3.0), 16000, format="WAV") if name.endswith(".wav") \
+            else (audio / name).write_bytes(b"x")
+    assert main(["score", "--no-progress", "--task", TASK, "--task-opt", f"manifest={manifest}",
+                 "--audio-dir", str(audio), "--metrics", DUR, "--out", str(tmp_path / "out")]) == 0
+    assert "2 file(s)" in capsys.readouterr().err
+    summary = json.loads((only_run_folder(tmp_path / "out") / "summary.json").read_text())
+    assert summary["unmatched_audio_files"] == {"count": 2, "first": ["c.flac", "typo_b.wav"]}
