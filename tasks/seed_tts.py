@@ -106,21 +106,31 @@ class SeedTTSEval(Task):
         given = options.get("root") or os.environ.get(ROOT_ENV)
         self.root = Path(given).expanduser() if given else data_home() / "seedtts_testset"
 
-    def testset_dir(self) -> Path | None:
-        """The folder holding en/ and zh/: `root` itself or root/seedtts_testset."""
-        for candidate in (self.root, self.root / "seedtts_testset"):
-            if (candidate / self.meta_rel).is_file():
-                return candidate
+    def meta_path(self) -> tuple[Path, str] | None:
+        """The subset's meta list and the layout it was found in: root/en/meta.lst (root is
+        seedtts_testset), root/seedtts_testset/en/meta.lst (its parent), or root/meta.lst (root is
+        the language folder itself)."""
+        name = Path(self.meta_rel).name
+        for candidate, layout in ((self.root / self.meta_rel, f"{self.root} is seedtts_testset"),
+                                  (self.root / "seedtts_testset" / self.meta_rel, f"{self.root} holds seedtts_testset"),
+                                  (self.root / name, f"{self.root} holds {name} directly")):
+            if candidate.is_file():
+                return candidate, layout
         return None
 
     @options_aware
     def availability(self) -> Availability:
-        if self.testset_dir() is None:
-            return Availability.no(f"no {self.meta_rel} under {self.root}", HOW_TO_GET)
+        if self.meta_path() is None:
+            return Availability.no(f"no {self.meta_rel} (or {Path(self.meta_rel).name}) under {self.root}", HOW_TO_GET)
         return Availability.yes()
 
     def items(self) -> list[TTSItem]:
-        folder = self.testset_dir()
-        if folder is None:
-            raise Unavailable(f"seed-tts-eval: no {self.meta_rel} under {self.root} -> {HOW_TO_GET}")
-        return read_meta_list(folder / self.meta_rel, self.language, self.subset)
+        found = self.meta_path()
+        if found is None:
+            raise Unavailable(f"seed-tts-eval: no {self.meta_rel} (or {Path(self.meta_rel).name}) under {self.root} "
+                              f"-> {HOW_TO_GET}")
+        meta, layout = found
+        import sys
+
+        print(f"seed-tts-eval: reading {meta} ({layout})", file=sys.stderr)
+        return read_meta_list(meta, self.language, self.subset)

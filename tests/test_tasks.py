@@ -182,6 +182,8 @@ def test_seedtts_items(seedtts_root):
     assert task.protocol.language == "en" and task.protocol.normalizer == "seedtts"
     # The parent of seedtts_testset works as root too.
     assert SeedTTSEval(root=str(seedtts_root.parent)).items() == items
+    # A folder holding meta.lst directly (the language folder) works too, and says which layout it found.
+    assert SeedTTSEval(root=str(seedtts_root / "en")).items() == items
     # A UTF-8 byte-order mark at the start of meta.lst is not part of the first id.
     meta = seedtts_root / "en" / "meta.lst"
     meta.write_bytes(b"\xef\xbb\xbf" + meta.read_bytes())
