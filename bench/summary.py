@@ -21,6 +21,9 @@ from bench.stats import describe, percentile
 
 
 def _metric_block(metric: Metric, recs: list[dict[str, Any]], seed: int) -> dict[str, Any]:
+    # Canonical order (by item id) before resampling: the same per-item values give the same CI,
+    # whatever order the records were written in (a warm cache writes them in another order).
+    recs = sorted(recs, key=lambda r: r["item_id"])
     failures = [r for r in recs if r["failure"]]
     ok = [r for r in recs if not r["failure"]]
     value_names = sorted({k for r in ok for k in r["values"]}) or ([metric.primary] if metric.primary else [])
@@ -32,9 +35,11 @@ def _metric_block(metric: Metric, recs: list[dict[str, Any]], seed: int) -> dict
         "values": {},
     }
     for name in value_names:
-        vals = [r["values"][name] for r in ok if name in r["values"]]
         if metric.failure_value is not None:
-            vals += [metric.failure_value] * len(failures)
+            vals = [metric.failure_value if r["failure"] else r["values"][name] for r in recs
+                    if r["failure"] or name in r["values"]]
+        else:
+            vals = [r["values"][name] for r in ok if name in r["values"]]
         block["values"][name] = describe(vals, seed=seed)
     outputs = [MetricOutput(values=r["values"], extra=r.get("extra", {}), failure=r["failure"]) for r in recs]
     block["corpus"] = metric.corpus_aggregates(outputs)

@@ -316,3 +316,19 @@ def test_score_reports_files_that_match_no_item(tmp_path, capsys):
     assert "2 file(s)" in capsys.readouterr().err
     summary = json.loads((only_run_folder(tmp_path / "out") / "summary.json").read_text())
     assert summary["unmatched_audio_files"] == {"count": 2, "first": ["c.flac", "typo_b.wav"]}
+
+
+def test_summary_does_not_depend_on_record_order(tmp_path):
+    from bench.cli import main as cli_main
+
+    manifest = write_manifest(tmp_path, {k: "x" * (3 + i) for i, k in enumerate("abcdefgh")})
+    args = ["--systems", TONE, "--task", TASK, "--task-opt", f"manifest={manifest}", "--metrics", DUR,
+            "--out", str(tmp_path / "out")]
+    assert run_cli(*args) == 0
+    folder = only_run_folder(tmp_path / "out")
+    first = json.loads((folder / "summary.json").read_text())["systems"]
+    lines = (folder / "scores.jsonl").read_text().splitlines()
+    (folder / "scores.jsonl").write_text("\n".join(reversed(lines)) + "\n")
+    (folder / "summary.json").unlink()
+    assert run_cli(*args) == 0  # resumes: nothing to do, summarises the permuted records
+    assert json.loads((folder / "summary.json").read_text())["systems"] == first
