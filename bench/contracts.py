@@ -217,6 +217,11 @@ class Metric:
         """Aggregates beyond per-value means (e.g. corpus WER). Default: none."""
         return {}
 
+    def failure_extra(self, text: str | None, language: str) -> dict[str, Any]:
+        """Detail kept with an item that failed before this metric saw it (missing or bad audio),
+        so corpus aggregates can count it (WER: the reference's word count). Must not load models."""
+        return {}
+
     def identity(self) -> dict[str, Any]:
         return {"name": self.name, "revision": self.evaluator_revision(),
                 "options": {k: str(v) for k, v in sorted(self.options.items())}}

@@ -171,7 +171,8 @@ def score_metric(metric: Metric, jobs: list[ScoreJob], out: JsonlAppender, *, ca
     for job in jobs:
         prepared = _prepare(metric, job, memo)
         if isinstance(prepared, str):
-            hits.append(record(job, MetricOutput(failure=prepared), False))
+            extra = metric.failure_extra(job.item.text, job.item.language or "en")
+            hits.append(record(job, MetricOutput(extra=extra, failure=prepared), False))
             counts["failed"] += 1
             continue
         key = cache_key(metric, prepared)

@@ -80,6 +80,9 @@ class DurationMetric(Metric):
     def evaluator_revision(self) -> str:
         return "duration-1"
 
+    def failure_extra(self, text, language):
+        return {"text_chars": len(text or "")}
+
     def score_batch(self, inputs: Sequence[MetricInput]) -> list[MetricOutput]:
         log = os.environ.get("BENCH_TEST_METRIC_LOG")
         if log:

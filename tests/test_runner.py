@@ -332,3 +332,11 @@ def test_summary_does_not_depend_on_record_order(tmp_path):
     (folder / "summary.json").unlink()
     assert run_cli(*args) == 0  # resumes: nothing to do, summarises the permuted records
     assert json.loads((folder / "summary.json").read_text())["systems"] == first
+
+
+def test_scorer_side_failures_keep_the_metrics_failure_detail(tmp_path):
+    manifest = write_manifest(tmp_path, {"a": "SILENT here", "b": "fine"})
+    assert run_cli("--systems", TONE, "--task", TASK, "--task-opt", f"manifest={manifest}", "--metrics", DUR,
+                   "--out", str(tmp_path / "out")) == 0
+    scores = {s["item_id"]: s for s in read_jsonl(only_run_folder(tmp_path / "out") / "scores.jsonl")}
+    assert scores["a"]["failure"] == "silent" and scores["a"]["extra"] == {"text_chars": 11}

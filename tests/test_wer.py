@@ -310,3 +310,15 @@ def test_whisper_tiny_en_golden_and_english_only():
     assert [o.extra["errors"] for o in outs] == [1, 2, 4, 1, 0]
     with pytest.raises(BenchError, match="English-only"):
         metric.score_batch([MetricInput("zh", librivox_inputs()[0].hypothesis, text="你好", language="zh")])
+
+
+def test_failed_items_count_as_deleted_words_in_corpus_wer():
+    from bench.metrics.wer import WER
+
+    metric = WER()
+    extra = metric.failure_extra("Hello there, big world!", "en")  # no model needed
+    assert extra["ref_words"] == 4
+    outputs = [MetricOutput(values={"wer": 0.0}, extra={"errors": 0, "ref_words": 4}),
+               MetricOutput(extra=extra, failure="silent")]
+    aggregates = metric.corpus_aggregates(outputs)
+    assert aggregates["corpus_wer"] == 0.5 and aggregates["corpus_wer_excluded"] == 0.0

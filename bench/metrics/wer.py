@@ -371,7 +371,7 @@ class WER(Metric):
             language = inp.language or "en"
             unit = resolve_unit(self.unit, language)
             if inp.hypothesis is None:
-                outputs[k] = MetricOutput(failure="missing_hypothesis")
+                outputs[k] = MetricOutput(extra=self.failure_extra(inp.text, language), failure="missing_hypothesis")
                 continue
             if not (inp.text or "").strip():
                 outputs[k] = MetricOutput(failure="empty_text")
@@ -383,7 +383,7 @@ class WER(Metric):
                 continue
             audio = inp.hypothesis.resampled(SAMPLE_RATE)
             if len(audio.samples) == 0:
-                outputs[k] = MetricOutput(failure="empty_audio")
+                outputs[k] = MetricOutput(extra=self.failure_extra(inp.text, language), failure="empty_audio")
                 continue
             todo.append((k, reference, language, unit))
             clips.append(np.asarray(audio.samples, dtype=np.float32))
@@ -398,6 +398,13 @@ class WER(Metric):
                        "substitutions": counts.substitutions, "deletions": counts.deletions,
                        "insertions": counts.insertions, "unit": unit, "language": language})
         return [o for o in outputs if o is not None]
+
+    def failure_extra(self, text: str | None, language: str) -> dict[str, Any]:
+        """A failed item counts as all its reference words deleted in corpus WER."""
+        if not (text or "").strip():
+            return {}
+        reference = self.normalizer(text, language)
+        return {"normalized_ref": reference, "ref_words": len(tokenize(reference, resolve_unit(self.unit, language)))}
 
     def corpus_aggregates(self, outputs: Sequence[MetricOutput]) -> dict[str, float]:
         """corpus_wer = total errors / total reference words; a failed item whose reference length
