@@ -55,9 +55,17 @@ def _limit_threads(threads: int | None) -> None:
 
 
 def _child(conn: Any, kind: str, name: str, options: dict[str, Any], threads: int | None = None) -> None:
+    import os
+
     from bench import registry
     from bench.hardware import peak_rss_mb
 
+    # Its own process group: a timeout or a stop kills the system with every process it started
+    # (an engine binary, a user's script and whatever that spawned).
+    try:
+        os.setpgid(0, 0)
+    except OSError:
+        pass
     _limit_threads(threads)
     try:
         system = registry.create(kind, name, **options)
@@ -166,6 +174,18 @@ class CallFailed(Exception):
         self.reason, self.detail = reason, detail
 
 
+def _kill_group(pgid: int | None) -> None:
+    import os
+    import signal
+
+    if not pgid:
+        return
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 class SystemWorker:
     """One system in one child process. Use as a context manager."""
 
@@ -215,6 +235,7 @@ class SystemWorker:
             if self._proc.is_alive():
                 self._proc.kill()
                 self._proc.join()
+            _kill_group(self._proc.pid)  # anything the system started and left running
             self._proc = None
 
     def _request(self, request: tuple) -> tuple[str, Any]:
@@ -248,6 +269,7 @@ class SystemWorker:
 
     def _kill(self) -> None:
         if self._proc is not None:
+            _kill_group(self._proc.pid)
             self._proc.kill()
             self._proc.join()
             self._proc = None

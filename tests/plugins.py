@@ -37,6 +37,13 @@ class ToneSystem(TTSSystem):
             with open(self.calls_log, "a") as f:
                 f.write(item.id + "\n")
         time.sleep(self.delay)
+        if "SPAWN" in text:  # a grandchild that would outlive a careless kill
+            import subprocess
+
+            child = subprocess.Popen(["sleep", "600"])
+            with open(self.options["pid_file"], "w") as f:
+                f.write(str(child.pid))
+            time.sleep(3600)
         if "HANG" in text:
             time.sleep(3600)
         if "CRASH" in text:

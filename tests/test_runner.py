@@ -340,3 +340,16 @@ def test_scorer_side_failures_keep_the_metrics_failure_detail(tmp_path):
                    "--out", str(tmp_path / "out")) == 0
     scores = {s["item_id"]: s for s in read_jsonl(only_run_folder(tmp_path / "out") / "scores.jsonl")}
     assert scores["a"]["failure"] == "silent" and scores["a"]["extra"] == {"text_chars": 11}
+
+
+def test_timeout_kills_the_systems_whole_process_tree(tmp_path):
+    manifest = write_manifest(tmp_path, {"1": "SPAWN", "2": "after"})
+    pid_file = tmp_path / "grandchild.pid"
+    assert run_cli("--systems", TONE, "--system-opt", f"{TONE}.pid_file={pid_file}", "--task", TASK,
+                   "--task-opt", f"manifest={manifest}", "--metrics", DUR, "--timeout", "3", "--no-warmup",
+                   "--out", str(tmp_path / "out")) == 0
+    reasons = {g["item_id"]: g["reason"] for g in read_jsonl(only_run_folder(tmp_path / "out") / "generations.jsonl")}
+    assert reasons == {"1": "timeout", "2": None}
+    status = Path(f"/proc/{int(pid_file.read_text())}/status")
+    time.sleep(0.2)
+    assert not status.exists() or "\nState:\tZ" in status.read_text(), "the grandchild is still running"
