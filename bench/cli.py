@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--systems", required=True, help="comma-separated system names (`bench systems list`)")
     _add_run_arguments(run)
     run.add_argument("--timeout", type=float, default=300.0, help="seconds per item before a system is killed")
+    run.add_argument("--load-timeout", type=float, default=600.0,
+                     help="seconds a system may take to load; past it, all its items fail with reason load_timeout")
     run.add_argument("--system-opt", action="append", default=[], metavar="SYSTEM.KEY=VALUE",
                      help="system option, e.g. espeak-ng.voice=en-gb (repeatable)")
     run.add_argument("--retry-failed", action="store_true", help="on resume, generate failed items again")
@@ -207,6 +209,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.command == "run":
         systems = parse_names(args.systems)
         opts.timeout_s = args.timeout
+        opts.load_timeout_s = args.load_timeout
         opts.retry_failed = args.retry_failed
         opts.warmup = not args.no_warmup
         opts.system_options = _parse_options(args.system_opt, "--system-opt")

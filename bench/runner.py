@@ -27,7 +27,7 @@ from bench.errors import BadAudio, BenchError, SpecMismatch, Unavailable
 from bench.jsonio import JsonlAppender, read_json, read_jsonl, write_json_atomic
 from bench.scoring import AudioMemo, ScoreCache, ScoreJob, score_metric
 from bench.spec import RunSpec, items_digest
-from bench.worker import DEFAULT_TIMEOUT_S, SystemWorker
+from bench.worker import DEFAULT_TIMEOUT_S, LOAD_TIMEOUT_S, LoadTimeout, SystemWorker
 
 AUDIO_DIR_SYSTEM_PREFIX = "audio-dir:"
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
@@ -45,6 +45,7 @@ class RunOptions:
     out_root: Path
     seed: int = 0
     timeout_s: float = DEFAULT_TIMEOUT_S
+    load_timeout_s: float = LOAD_TIMEOUT_S
     batch_size: int = 16
     limit: int | None = None
     use_cache: bool = True
@@ -226,13 +227,14 @@ class Run:
             out.extend(self._failed(system, it, "unavailable", avail.message()) for it in todo)
             return
         bar = _progress(len(todo), f"generate {system}", self.opts.progress)
-        worker = SystemWorker(system, options, timeout_s=self.opts.timeout_s)
+        worker = SystemWorker(system, options, timeout_s=self.opts.timeout_s, load_timeout_s=self.opts.load_timeout_s)
         try:
             try:
                 worker.start()
             except RuntimeError as exc:
                 # A system that cannot load fails every item, each with the reason: nothing is skipped.
-                out.extend(self._failed(system, it, "load_failed", str(exc)) for it in todo)
+                reason = "load_timeout" if isinstance(exc, LoadTimeout) else "load_failed"
+                out.extend(self._failed(system, it, reason, str(exc)) for it in todo)
                 print(f"error: {exc}", file=sys.stderr)
                 return
             if self.opts.warmup:

@@ -141,7 +141,7 @@ def failure_reason(exc: BaseException) -> str:
 
 
 # Tags the engine itself gives; a system may not claim them for its own exceptions.
-_ENGINE_REASONS = frozenset({"timeout", "crashed", "missing", "unavailable", "load_failed"})
+_ENGINE_REASONS = frozenset({"timeout", "crashed", "missing", "unavailable", "load_failed", "load_timeout"})
 
 
 def _call(system: Any, method: str, args: tuple, kwargs: dict[str, Any]) -> tuple[str, Any]:
@@ -164,6 +164,10 @@ class CallResult:
     seconds: float
     peak_rss_mb: float
     peak_gpu_mb: float | None
+
+
+class LoadTimeout(RuntimeError):
+    """A system that did not finish loading within the load timeout."""
 
 
 class CallFailed(Exception):
@@ -190,8 +194,10 @@ class SystemWorker:
     """One system in one child process. Use as a context manager."""
 
     def __init__(self, name: str, options: dict[str, Any] | None = None, *, kind: str = "system",
-                 timeout_s: float = DEFAULT_TIMEOUT_S, threads: int | None = None):
+                 timeout_s: float = DEFAULT_TIMEOUT_S, threads: int | None = None,
+                 load_timeout_s: float = LOAD_TIMEOUT_S):
         self.name, self.kind = name, kind
+        self.load_timeout_s = load_timeout_s
         self.threads = threads  # math-library threads in the child (None: the libraries' default)
         self.options = dict(options or {})
         self.timeout_s = timeout_s
@@ -208,9 +214,10 @@ class SystemWorker:
         self._proc.start()
         child.close()
         self._conn = parent
-        if not self._conn.poll(LOAD_TIMEOUT_S):
-            self.stop()
-            raise RuntimeError(f"system '{self.name}' did not load within {LOAD_TIMEOUT_S:.0f} s")
+        if not self._conn.poll(self.load_timeout_s):
+            self._kill()
+            raise LoadTimeout(f"system '{self.name}' did not load within {self.load_timeout_s:g} s "
+                              "(--load-timeout); its process was killed")
         try:
             status, detail = self._conn.recv()
         except EOFError:

@@ -31,6 +31,8 @@ class ToneSystem(TTSSystem):
         self.rate = int(self.options.get("rate", 16000))
         self.delay = float(self.options.get("delay", 0.0))
         self.calls_log = self.options.get("calls_log")
+        if self.options.get("load_hang"):
+            time.sleep(3600)
 
     def synthesize_stream(self, text, prompt, item):
         if self.calls_log:

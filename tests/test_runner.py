@@ -353,3 +353,15 @@ def test_timeout_kills_the_systems_whole_process_tree(tmp_path):
     status = Path(f"/proc/{int(pid_file.read_text())}/status")
     time.sleep(0.2)
     assert not status.exists() or "\nState:\tZ" in status.read_text(), "the grandchild is still running"
+
+
+def test_a_system_that_hangs_while_loading_follows_load_timeout(tmp_path):
+    manifest = write_manifest(tmp_path, {"1": "one", "2": "two"})
+    start = time.time()
+    assert run_cli("--systems", TONE, "--system-opt", f"{TONE}.load_hang=true", "--task", TASK,
+                   "--task-opt", f"manifest={manifest}", "--metrics", DUR, "--load-timeout", "2",
+                   "--out", str(tmp_path / "out")) == 0
+    assert time.time() - start < 60
+    gens = read_jsonl(only_run_folder(tmp_path / "out") / "generations.jsonl")
+    assert {g["reason"] for g in gens} == {"load_timeout"} and len(gens) == 2
+    assert "--load-timeout" in gens[0]["detail"]
