@@ -174,6 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench tts-compare", description=__doc__.split("\n\n")[0])
     parser.add_argument("--ablation", choices=("flow", "nar", "ar"), help="run one ablation instead of the comparison")
     parser.add_argument("--tasks", default=",".join(TASKS), help="tasks of the comparison")
+    parser.add_argument("--metrics", help="comma-separated metrics (default: each task's protocol)")
     parser.add_argument("--out", type=Path, default=Path("runs"), help="run folders")
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--readme", type=Path, help="write the tables into this README between its markers")
@@ -190,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         parts = []
         for task in args.tasks.split(","):
-            run = run_task(task, SYSTEMS, {}, args.out, None, args.timeout)
+            run = run_task(task, SYSTEMS, {}, args.out, args.metrics.split(",") if args.metrics else None, args.timeout)
             summary = json.loads((run.folder / "summary.json").read_text())
             own = None
             if task == "librivox-mini":
