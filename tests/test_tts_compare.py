@@ -32,7 +32,12 @@ def test_ablation_grids_are_the_papers():
     assert task == "tts-seen" and len(systems) == 10
     assert {(o["nfe"], o["sway"]) for o in options.values()} >= {(n, s) for n in (4, 8, 16, 32) for s in (0.0, -1.0)}
     assert sorted(o["steps"] for o in ablation_grid("nar")[2].values()) == [4, 8, 16, 25]
-    assert ablation_grid("ar")[0] == "tts-hard"
+    task, systems, _ = ablation_grid("ar")
+    assert task == "tts-hard" and "tiny-ar@temp07-k10" in systems
+    from bench.registry import split_variant
+
+    for grid in ("flow", "nar", "ar"):  # every label is a valid variant label
+        assert all(split_variant(name)[1] for name in ablation_grid(grid)[1])
     with pytest.raises(BenchError):
         ablation_grid("nope")
 

@@ -50,7 +50,7 @@ def ablation_grid(kind: str) -> tuple[str, list[str], dict[str, dict[str, dict[s
     if kind == "ar":
         for temperature in (0.7, 1.0):
             for top_k in (10, 50):
-                rows[f"tiny-ar@t{temperature:g}-k{top_k}"] = {"temperature": temperature, "top_k": top_k}
+                rows[f"tiny-ar@temp{round(temperature * 10):02d}-k{top_k}"] = {"temperature": temperature, "top_k": top_k}
         return "tts-hard", list(rows), rows
     raise BenchError(f"unknown ablation {kind!r}: flow, nar or ar")
 
