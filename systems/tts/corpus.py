@@ -333,16 +333,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def check_manifest(folder: Path) -> int:
+def manifest_mismatches(folder: Path, how_to_make: str) -> tuple[Path, list[str]]:
+    """The manifest of a folder and the files (relative paths) missing or differing from it."""
     manifest = Path(folder) / "MANIFEST.sha256"
     if not manifest.is_file():
-        raise BenchError(f"no manifest at {manifest}")
+        raise BenchError(f"no manifest at {manifest}" + (f" -> {how_to_make}" if how_to_make else ""))
     bad = []
     for line in manifest.read_text(encoding="utf-8").splitlines():
         digest, _, rel = line.partition("  ")
         path = Path(folder) / rel
         if not path.is_file() or sha256_file(path) != digest:
             bad.append(rel)
+    return manifest, bad
+
+
+def check_manifest(folder: Path) -> int:
+    manifest, bad = manifest_mismatches(folder, "")
     if bad:
         print(f"{len(bad)} file(s) differ from the manifest: {', '.join(bad[:5])}")
         return 1

@@ -49,15 +49,9 @@ def write_manifest(out: Path) -> None:
 
 
 def check_manifest(out: Path) -> int:
-    manifest = out / "MANIFEST.sha256"
-    if not manifest.is_file():
-        raise BenchError(f"no manifest at {manifest} -> bench train-tts --family aligner (then the others)")
-    bad = []
-    for line in manifest.read_text(encoding="utf-8").splitlines():
-        digest, _, rel = line.partition("  ")
-        path = out / rel
-        if not path.is_file() or sha256_file(path) != digest:
-            bad.append(rel)
+    from systems.tts.corpus import manifest_mismatches
+
+    manifest, bad = manifest_mismatches(out, "bench train-tts --family aligner (then the others)")
     if bad:
         print(f"{len(bad)} checkpoint file(s) differ from {manifest}: {', '.join(bad)}")
         return 1
