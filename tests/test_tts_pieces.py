@@ -247,3 +247,35 @@ def test_duration_free_flow_lays_out_phones_then_fillers(tiny, tmp_path):
     system = TinyFlow(checkpoints=str(copy), nfe=2)
     system.load()
     assert len(system.synthesize(ITEM.text, _prompt(), ITEM).samples) > 0
+
+
+def test_autoregressive_cached_generation_matches_a_full_forward_pass():
+    """Greedy generation with the KV cache must pick, at every frame, the token a full
+    teacher-forced pass over the same tokens picks: same phone features (FrameText's convolutions
+    see each frame's neighbours either way), same masks, same positions."""
+    from systems.tts.ar import ARConfig, ARModel, NoStop, generate_level1
+    from systems.tts.modules import frame_alignment
+
+    torch.manual_seed(3)
+    model = ARModel(ARConfig(d=32, layers=2, heads=2, nar_layers=1, levels=2, codes=16)).eval()
+    with torch.no_grad():
+        model.ar_head.bias[model.eos] = -1e4  # never stops: the guard ends it after the planned frames
+    phones = torch.tensor([5, 9, 12, 7, 20, 11, 6])
+    durations = np.array([3, 4, 2, 5, 3, 4, 3])
+    fp, pos = frame_alignment(phones.numpy(), durations)
+    phone_index = torch.from_numpy(np.repeat(np.arange(len(phones)), durations))
+    p = 9  # the first three phones are the prompt's
+    prompt_tokens = torch.randint(0, 16, (p,))
+    target_frames = int(durations.sum()) - p
+    generated = []
+    with pytest.raises(NoStop):
+        for token in generate_level1(model, phones, prompt_tokens, torch.from_numpy(fp), torch.from_numpy(pos),
+                                     phone_index, temperature=1.0, top_k=1, max_frames=target_frames):
+            generated.append(token)
+    assert len(generated) == target_frames
+    tokens = torch.cat([prompt_tokens, torch.tensor(generated)])
+    previous = torch.cat([torch.tensor([model.bos]), tokens[:-1]])[None]
+    with torch.no_grad():
+        logits = model.ar_forward(phones[None], torch.tensor([len(phones)]), previous, torch.from_numpy(fp)[None],
+                                  torch.from_numpy(pos)[None], phone_index[None])
+    assert logits[0, p:, :16].argmax(-1).tolist() == generated

@@ -86,11 +86,20 @@ class ARModel(nn.Module):
         return self.config.codes
 
     # ------------------------------------------------------------------ stage 1
-    def speech_inputs(self, previous: torch.Tensor, frame_phones: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+    def speech_inputs(self, previous: torch.Tensor, frame_text: torch.Tensor | None) -> torch.Tensor:
+        """Token embeddings plus, in the duration-guided form, each frame's phone features
+        (`frame_text`, from `frame_text_features` over the whole frame sequence)."""
         h = self.token_embed(previous)
         if self.config.alignment == "duration":
-            h = h + self.frame_text(frame_phones, position)
+            h = h + frame_text
         return h
+
+    def frame_text_features(self, frame_phones: torch.Tensor, position: torch.Tensor) -> torch.Tensor | None:
+        """Phone features of every frame at once: FrameText's convolutions look at neighbouring
+        frames, so they must run over the whole planned sequence, never frame by frame."""
+        if self.config.alignment != "duration":
+            return None
+        return self.frame_text(frame_phones, position)
 
     def guided_mask(self, n_text: int, speech_phone_index: torch.Tensor, n_text_valid: torch.Tensor) -> torch.Tensor:
         """(B, 1, L, L) bool for L = n_text + S: causal, and in the text part each speech position
@@ -113,7 +122,7 @@ class ARModel(nn.Module):
         """phones (B, N) padded; previous (B, S) tokens shifted right (BOS first); frame_phones,
         position, phone_index (B, S) for the frame each position predicts -> logits (B, S, codes+1)."""
         n = phones.shape[1]
-        h = torch.cat([self.phone_embed(phones), self.speech_inputs(previous, frame_phones, position)], dim=1)
+        h = torch.cat([self.phone_embed(phones), self.speech_inputs(previous, self.frame_text_features(frame_phones, position))], dim=1)
         mask = self.guided_mask(n, phone_index, n_text_valid)
         positions = torch.arange(h.shape[1])
         for block in self.ar_blocks:
@@ -209,17 +218,27 @@ def generate_level1(model: ARModel, phones: torch.Tensor, prompt_tokens: torch.T
     planned = frame_phones.shape[0]
     caches = [dict() for _ in model.ar_blocks]
 
-    def frame_info(j: int) -> tuple[int, float, int]:
-        if j < planned:
-            return int(frame_phones[j]), float(position[j]), int(phone_index[j])
-        return END_ID, 0.0, n - 1
+    # Every frame's phone features, computed once over the planned frames and the frames beyond
+    # them (frame by frame would hide each frame's neighbours from FrameText's convolutions, which
+    # saw them in training). As in training, the END phone follows the last frame, then padding.
+    beyond = max(1, p + max_frames + 1 - planned)
+    after = torch.zeros(beyond, dtype=torch.long)
+    after[0] = END_ID
+    all_phones = torch.cat([frame_phones.long(), after])
+    all_position = torch.cat([position.float(), torch.zeros(beyond)])
+    text_features = model.frame_text_features(all_phones[None], all_position[None])
+
+    def features(start: int, stop: int) -> torch.Tensor | None:
+        return None if text_features is None else text_features[:, start:stop]
+
+    def phone_of(j: int) -> int:
+        return int(phone_index[j]) if j < planned else n - 1
 
     def step_mask(j: int) -> torch.Tensor:
         total = n + j + 1
         allowed = torch.ones(total, dtype=torch.bool)
         if model.config.alignment == "duration":
-            idx = frame_info(j)[2]
-            allowed[:n] = (torch.arange(n) - idx).abs() <= model.config.phone_window
+            allowed[:n] = (torch.arange(n) - phone_of(j)).abs() <= model.config.phone_window
         return allowed[None, None, None]
 
     def run(h: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -229,11 +248,8 @@ def generate_level1(model: ARModel, phones: torch.Tensor, prompt_tokens: torch.T
 
     # Prefill: text and the prompt's frames (each predicting the next), in one pass.
     previous = torch.cat([torch.tensor([model.bos]), prompt_tokens.long()])
-    infos = [frame_info(j) for j in range(p + 1)]
-    fp = torch.tensor([i[0] for i in infos])[None]
-    pos = torch.tensor([i[1] for i in infos])[None]
-    idx = torch.tensor([i[2] for i in infos])[None]
-    h = torch.cat([model.phone_embed(phones[None]), model.speech_inputs(previous[None], fp, pos)], dim=1)
+    idx = torch.tensor([phone_of(j) for j in range(p + 1)])[None]
+    h = torch.cat([model.phone_embed(phones[None]), model.speech_inputs(previous[None], features(0, p + 1))], dim=1)
     mask = model.guided_mask(n, idx, torch.tensor([n]))
     logits = run(h, torch.arange(h.shape[1]), mask)
     j = p
@@ -245,8 +261,7 @@ def generate_level1(model: ARModel, phones: torch.Tensor, prompt_tokens: torch.T
             raise NoStop(f"no end-of-speech token within {max_frames} frames ({max_frames / 62.5:.1f} s)")
         yield token
         j += 1
-        fpj, posj, _ = frame_info(j)
-        h = model.speech_inputs(torch.tensor([[token]]), torch.tensor([[fpj]]), torch.tensor([[posj]]))
+        h = model.speech_inputs(torch.tensor([[token]]), features(j, j + 1))
         logits = run(h, torch.tensor([n + j]), step_mask(j))
 
 
