@@ -192,9 +192,17 @@ class Metric:
     sample_rate: ClassVar[int] = 16000  # inputs are resampled to this rate before score_batch
     # Evaluator weights this metric may use (bench.evaluators.EvaluatorModel); listed by `bench models`.
     models: ClassVar[tuple] = ()
+    # The closed interval every value lies in; a stored value outside it is a corrupt or tampered
+    # record (bench.results refuses it). `value_ranges` overrides it per value name.
+    default_range: ClassVar[tuple[float, float]] = (float("-inf"), float("inf"))
+    value_ranges: ClassVar[dict[str, tuple[float, float]]] = {}
 
     def __init__(self, **options: Any):
         self.options = options
+
+    @classmethod
+    def value_range(cls, value_name: str) -> tuple[float, float]:
+        return cls.value_ranges.get(value_name, cls.default_range)
 
     @classmethod
     def availability(cls) -> Availability:

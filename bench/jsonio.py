@@ -3,8 +3,9 @@
 - Every JSON written is strict (allow_nan=False): a NaN is a bug upstream, never a value.
 - Whole files are written to a temp file in the same folder and renamed (atomic on POSIX).
 - JSONL files are appended one complete line at a time with flush+fsync. A run killed in the
-  middle of a write leaves at most one partial last line; `read_jsonl` drops it, truncating the
-  file back to the last complete record, so a non-JSON line never stays at the end.
+  middle of a write leaves at most one unterminated last line; `read_jsonl` drops it, truncating
+  the file back to the last complete record, so a non-JSON line never stays at the end. A complete
+  line that is not a JSON object is corruption, wherever it is.
 """
 
 from __future__ import annotations
@@ -94,38 +95,41 @@ class JsonlAppender:
 
 
 def read_jsonl(path: str | os.PathLike, *, repair_tail: bool = True) -> list[dict[str, Any]]:
-    """Records of a JSONL file. A torn last line (from a kill mid-write) is dropped and, with
-    repair_tail, cut from the file. A bad line anywhere else is corruption: BadResultFile."""
+    """Records of a JSONL file (see read_jsonl_numbered)."""
+    return [rec for _, rec in read_jsonl_numbered(path, repair_tail=repair_tail)]
+
+
+def read_jsonl_numbered(path: str | os.PathLike, *, repair_tail: bool = True) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, record) of a JSONL file. Only an unterminated last line is a torn write (a
+    kill mid-write): it is dropped and, with repair_tail, cut from the file. Any complete line that
+    is not a JSON object, the last one included, is corruption: BadResultFile naming the line."""
     path = Path(path)
     if not path.exists():
         return []
     raw = path.read_bytes()
-    records: list[dict[str, Any]] = []
-    good_end = 0
+    records: list[tuple[int, dict[str, Any]]] = []
     pos = 0
+    lineno = 0
     while pos < len(raw):
+        lineno += 1
         nl = raw.find(b"\n", pos)
-        end = len(raw) if nl < 0 else nl + 1
-        line = raw[pos:end]
-        is_last = end >= len(raw)
+        if nl < 0:
+            print(f"warning: {path}: dropping an incomplete last record (line {lineno} has no newline: "
+                  "the writer was interrupted)", file=sys.stderr)
+            if repair_tail:
+                with open(path, "r+b") as f:
+                    f.truncate(pos)
+            break
+        line = raw[pos:nl + 1]
+        pos = nl + 1
+        if not line.strip():
+            continue
         try:
-            if nl < 0:
-                raise ValueError("line has no newline: the writer was interrupted")
             rec = json.loads(line.decode("utf-8"), parse_constant=_reject_constant)
             if not isinstance(rec, dict):
                 raise ValueError("a record must be a JSON object")
         except (ValueError, UnicodeDecodeError) as exc:
-            if is_last:
-                print(f"warning: {path}: dropping an incomplete last record ({exc})", file=sys.stderr)
-                if repair_tail:
-                    with open(path, "r+b") as f:
-                        f.truncate(good_end)
-                break
-            lineno = raw[:pos].count(b"\n") + 1
             raise BadResultFile(f"{path} line {lineno} is not a JSON object ({exc}); the file is "
                                 "corrupt: restore it or delete the run folder to start over") from exc
-        if line.strip():
-            records.append(rec)
-        good_end = end
-        pos = end
+        records.append((lineno, rec))
     return records

@@ -24,7 +24,8 @@ from bench import registry
 from bench.audio import Audio, validate, write_audio_atomic
 from bench.contracts import Metric, Task, TTSItem
 from bench.errors import BadAudio, BenchError, SpecMismatch, Unavailable
-from bench.jsonio import JsonlAppender, read_json, read_jsonl, write_json_atomic
+from bench.jsonio import JsonlAppender, read_json, write_json_atomic
+from bench.results import latest, read_generations, read_scores
 from bench.scoring import AudioMemo, ScoreCache, ScoreJob, score_metric
 from bench.spec import RunSpec, items_digest
 from bench.worker import DEFAULT_TIMEOUT_S, LOAD_TIMEOUT_S, LoadTimeout, SystemWorker
@@ -158,11 +159,7 @@ class Run:
 
     # ------------------------------------------------------------------ generation
     def _generation_records(self) -> dict[tuple[str, str], dict[str, Any]]:
-        recs = read_jsonl(self.folder / "generations.jsonl")
-        latest: dict[tuple[str, str], dict[str, Any]] = {}
-        for r in recs:
-            latest[(r["system"], r["item_id"])] = r  # a retried item's later record supersedes
-        return latest
+        return latest(read_generations(self.folder), "system", "item_id")  # a retry's record supersedes
 
     def generate(self) -> None:
         done = self._generation_records()
@@ -283,7 +280,7 @@ class Run:
     # ------------------------------------------------------------------ scoring
     def score(self) -> None:
         gens = self._generation_records()
-        existing = {(r["system"], r["item_id"], r["metric"]) for r in read_jsonl(self.folder / "scores.jsonl")}
+        existing = set(latest(read_scores(self.folder), "system", "item_id", "metric"))
         cache = ScoreCache(enabled=self.opts.use_cache)
         memo = AudioMemo()
         with JsonlAppender(self.folder / "scores.jsonl") as out:

@@ -15,7 +15,7 @@ from typing import Any
 from bench import __version__
 from bench.jsonio import canonical
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: summaries carry records_digest and checksum (bench.results)
 
 
 @dataclass(frozen=True)

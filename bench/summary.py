@@ -15,7 +15,7 @@ from typing import Any, Iterable
 from bench import __version__
 from bench.contracts import Metric, MetricOutput
 from bench.hardware import fingerprint, peak_rss_mb
-from bench.jsonio import read_jsonl
+from bench.results import latest, read_generations, read_scores, records_digest, seal
 from bench.spec import SCHEMA_VERSION
 from bench.stats import describe, percentile
 
@@ -65,10 +65,10 @@ def _performance(gens: list[dict[str, Any]]) -> dict[str, Any]:
 
 def summarize(run: Any, wall_s: float | None = None) -> dict[str, Any]:
     folder = run.folder
-    gens_all = read_jsonl(folder / "generations.jsonl")
-    latest_gen = {(g["system"], g["item_id"]): g for g in gens_all}
-    scores = read_jsonl(folder / "scores.jsonl")
-    latest_score = {(s["system"], s["item_id"], s["metric"]): s for s in scores}
+    gens_all = read_generations(folder)
+    latest_gen = latest(gens_all, "system", "item_id")
+    scores = read_scores(folder)
+    latest_score = latest(scores, "system", "item_id", "metric")
     item_ids = {it.id for it in run.items}
     tags = {it.id: it.tags for it in run.items}
     groups = run.task.report_groups
@@ -89,7 +89,7 @@ def summarize(run: Any, wall_s: float | None = None) -> dict[str, Any]:
         entry["complete"] = len(gens) == len(run.items) and all(
             entry["metrics"][m.name]["n_items"] == len(run.items) for m in run.metrics)
         systems[system] = entry
-    return {
+    return seal({
         "schema_version": SCHEMA_VERSION,
         "harness_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -104,7 +104,8 @@ def summarize(run: Any, wall_s: float | None = None) -> dict[str, Any]:
         "wall_s": wall_s,
         **_unmatched(run),
         "systems": systems,
-    }
+        "records_digest": records_digest(gens_all, scores),
+    })
 
 
 def _unmatched(run: Any) -> dict[str, Any]:

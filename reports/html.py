@@ -1,6 +1,7 @@
 """A self-contained HTML page for one run's summary.json: the per-system table with 95 % CIs,
 per-group breakdowns, failures by reason, unavailable evaluators, pinned revisions and the machine.
-Every value shown is escaped; the summary is validated before use."""
+Every value shown is escaped; the run is read through bench.results (records validated, the summary
+checked against them) before use."""
 
 from __future__ import annotations
 
@@ -8,9 +9,6 @@ import html
 from pathlib import Path
 from typing import Any
 
-from bench.errors import BadResultFile
-from bench.jsonio import read_json
-from bench.spec import SCHEMA_VERSION
 
 STYLE = """body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
 table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
@@ -20,20 +18,6 @@ th:first-child,td:first-child{text-align:left}th{background:#f3f3f3}.ci{color:#7
 
 def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
-
-
-def validate_summary(summary: Any, source: str) -> dict[str, Any]:
-    if not isinstance(summary, dict):
-        raise BadResultFile(f"{source}: a summary must be a JSON object")
-    missing = [k for k in ("schema_version", "spec", "systems", "evaluators", "environment") if k not in summary]
-    if missing:
-        raise BadResultFile(f"{source}: not a run summary (missing {', '.join(missing)})")
-    if summary["schema_version"] != SCHEMA_VERSION:
-        raise BadResultFile(f"{source}: schema version {summary['schema_version']!r}, this harness reads "
-                            f"{SCHEMA_VERSION}")
-    if not isinstance(summary["systems"], dict):
-        raise BadResultFile(f"{source}: 'systems' must be an object")
-    return summary
 
 
 def _cell(metric: str, d: dict[str, Any]) -> str:
@@ -55,16 +39,9 @@ def _primary_cell(metric: str, block: dict[str, Any]) -> str:
 
 def build(run_folder: str | Path) -> str:
     """The HTML page for a run folder (or a summary.json path)."""
-    from bench.errors import BenchError
+    from bench.results import load_run
 
-    path = Path(run_folder)
-    if not path.exists():
-        raise BenchError(f"{path} does not exist: give a run folder (runs/<task>-<hash>) or its summary.json")
-    path = path / "summary.json" if path.is_dir() else path
-    if not path.is_file():
-        raise BenchError(f"{path.parent} has no summary.json: it is not a run folder, or the run has not "
-                         "finished (run the same `bench run` command again to finish it)")
-    summary = validate_summary(read_json(path), str(path))
+    summary = load_run(run_folder).summary  # records validated, summary checked against them
     metrics = [m["name"] for m in summary["spec"].get("metrics", [])]
     out = [f"<!doctype html><meta charset=utf-8><title>{_e(summary['spec']['task']['name'])} results</title>",
            f"<style>{STYLE}</style>", f"<h1>Task {_e(summary['spec']['task']['name'])}</h1>",

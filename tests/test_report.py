@@ -22,11 +22,26 @@ def run_folder(tmp_path, monkeypatch):
     return only_run_folder(tmp_path / "out")
 
 
-def test_report_shows_values_failures_and_escapes(run_folder):
-    summary_path = run_folder / "summary.json"
+def rename_system(folder, old, new):
+    """A result file someone else made, consistent and sealed, with HTML in a system's name (what a
+    submitted result can hold): records and summary renamed, digest and checksum recomputed."""
+    from bench.results import read_generations, read_scores, records_digest, seal
+
+    for name in ("generations.jsonl", "scores.jsonl"):
+        path = folder / name
+        recs = [json.loads(line) for line in path.read_text().splitlines()]
+        for rec in recs:
+            rec["system"] = new if rec["system"] == old else rec["system"]
+        path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    summary_path = folder / "summary.json"
     summary = json.loads(summary_path.read_text())
-    summary["systems"]["<script>alert(1)</script>"] = summary["systems"].pop(TONE)
-    summary_path.write_text(json.dumps(summary))
+    summary["systems"][new] = summary["systems"].pop(old)
+    summary["records_digest"] = records_digest(read_generations(folder), read_scores(folder))
+    summary_path.write_text(json.dumps(seal(summary)))
+
+
+def test_report_shows_values_failures_and_escapes(run_folder):
+    rename_system(run_folder, TONE, "<script>alert(1)</script>")
     assert main(["report", str(run_folder)]) == 0
     page = (run_folder / "report.html").read_text()
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
@@ -35,7 +50,7 @@ def test_report_shows_values_failures_and_escapes(run_folder):
 
 
 def test_report_rejects_malformed_summaries(tmp_path):
-    (tmp_path / "summary.json").write_text(json.dumps({"schema_version": 1}))
+    (tmp_path / "summary.json").write_text(json.dumps({"schema_version": 2}))
     with pytest.raises(BadResultFile, match="missing"):
         build(tmp_path)
     (tmp_path / "summary.json").write_text(json.dumps({"schema_version": 99, "spec": {}, "systems": {},

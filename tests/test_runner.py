@@ -16,6 +16,7 @@ import soundfile as sf
 
 from bench.cli import main
 from bench.jsonio import read_jsonl
+from bench.spec import SCHEMA_VERSION
 
 TONE = "tests.plugins:ToneSystem"
 TASK = "tests.plugins:ManifestTask"
@@ -61,7 +62,7 @@ def test_run_writes_records_and_summary(tmp_path, capsys):
     block = summary["systems"][TONE]["metrics"]["duration"]
     assert block["values"]["seconds"]["mean"] == pytest.approx(0.6333, abs=1e-3)
     assert block["values"]["seconds"]["ci_low"] <= 0.6333 <= block["values"]["seconds"]["ci_high"]
-    assert summary["schema_version"] == 1 and summary["spec_digest"] in folder.name + summary["spec_digest"]
+    assert summary["schema_version"] == SCHEMA_VERSION and summary["spec_digest"] in folder.name + summary["spec_digest"]
     assert folder.name.endswith(summary["spec_digest"][:12])
     assert summary["evaluators"] == {"duration": "duration-1"}
     assert summary["environment"]["cpu_count"] >= 1
@@ -327,11 +328,14 @@ def test_summary_does_not_depend_on_record_order(tmp_path):
     assert run_cli(*args) == 0
     folder = only_run_folder(tmp_path / "out")
     first = json.loads((folder / "summary.json").read_text())["systems"]
+    digest_before = json.loads((folder / "summary.json").read_text())["records_digest"]
     lines = (folder / "scores.jsonl").read_text().splitlines()
     (folder / "scores.jsonl").write_text("\n".join(reversed(lines)) + "\n")
     (folder / "summary.json").unlink()
     assert run_cli(*args) == 0  # resumes: nothing to do, summarises the permuted records
-    assert json.loads((folder / "summary.json").read_text())["systems"] == first
+    again = json.loads((folder / "summary.json").read_text())
+    assert again["systems"] == first
+    assert again["records_digest"] == digest_before
 
 
 def test_scorer_side_failures_keep_the_metrics_failure_detail(tmp_path):

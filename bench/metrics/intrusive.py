@@ -90,6 +90,7 @@ class PESQ(_IntrusiveMetric):
     name = "pesq"
     description = "PESQ (ITU-T P.862, P.862.2 wideband by default) of the output against the reference"
     primary = "pesq"
+    default_range = (-0.5, 4.65)  # P.862 MOS-LQO; the wideband maximum is 4.6439
     MODES = ("wb", "nb")
 
     def __init__(self, mode: str = "wb", **options: Any):
@@ -129,6 +130,8 @@ class STOI(_IntrusiveMetric):
     name = "stoi"
     description = "STOI intelligibility (0-1; extended=True gives ESTOI) of the output against the reference"
     primary = "stoi"
+    # A mean of correlations: about 0-1 for speech, slightly negative for garbage (-0.016 measured).
+    default_range = (-1.0, 1.0)
 
     def __init__(self, extended: bool = False, **options: Any):
         """extended: ESTOI (Jensen & Taal 2016), better for fluctuating noise; the value key stays "stoi"."""

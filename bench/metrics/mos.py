@@ -88,6 +88,9 @@ class _MOSMetric(Metric):
     needs = frozenset({"hypothesis"})
     higher_is_better = True
     failure_value = None
+    # The 1-5 MOS scale with a point of margin either way: the predictors are unbounded regressions
+    # that stray a little outside it (DNSMOS SIG 0.46 measured here); further out is corruption.
+    default_range = (0.0, 6.0)
     sample_rate = SAMPLE_RATE
 
     def __init__(self, threads: int | None = None, **options: Any):

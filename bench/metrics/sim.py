@@ -506,6 +506,7 @@ class SpeakerSim(Metric):
     higher_is_better = True
     primary = "sim"
     failure_value = None
+    default_range = (-1.0, 1.0)  # a cosine
     sample_rate = SAMPLE_RATE
     models = (RESEMBLYZER_GE2E, WAVLM_LARGE, WAVLM_ECAPA_FINETUNE, SPEECHBRAIN_ECAPA)
 

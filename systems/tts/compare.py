@@ -74,7 +74,7 @@ def other_voice_sim(run: Any, systems: Sequence[str]) -> dict[str, dict[str, Any
     from bench.audio import read_audio, validate
     from bench.contracts import MetricInput
     from bench.errors import BadAudio
-    from bench.jsonio import read_jsonl
+    from bench.results import latest, read_generations
     from bench.stats import describe
 
     items = sorted(run.items, key=lambda it: it.id)
@@ -88,7 +88,7 @@ def other_voice_sim(run: Any, systems: Sequence[str]) -> dict[str, dict[str, Any
                 break
     metric = registry.create("metric", "sim")
     metric.load()
-    gens = {(g["system"], g["item_id"]): g for g in read_jsonl(run.folder / "generations.jsonl")}
+    gens = latest(read_generations(run.folder), "system", "item_id")
     out = {}
     for system in systems:
         inputs = []
@@ -190,19 +190,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--readme", type=Path, help="write the tables into this README between its markers")
     args = parser.parse_args(argv)
+    from bench.results import load_run
+
     RESULTS.mkdir(parents=True, exist_ok=True)
     sections: dict[str, str] = {}
     if args.ablation:
         task, systems, options = ablation_grid(args.ablation)
         run = run_task(task, systems, options, args.out, ("wer", "sim"), args.timeout)
-        summary = json.loads((run.folder / "summary.json").read_text())
+        summary = load_run(run.folder).summary
         lines = [f"Task `{task}` ({len(run.items)} items), run folder `{run.folder.name}`.", "",
                  table(summary, systems, None)]
         sections[f"ablation-{args.ablation}"] = "\n".join(lines)
     else:
         for task in args.tasks.split(","):
             run = run_task(task, SYSTEMS, {}, args.out, args.metrics.split(",") if args.metrics else None, args.timeout)
-            summary = json.loads((run.folder / "summary.json").read_text())
+            summary = load_run(run.folder).summary
             own = None
             if task == "librivox-mini":
                 own, cross = relation_sims(summary, SYSTEMS)

@@ -57,6 +57,9 @@ class OurTTS(TTSSystem):
     takes_seed = True
 
     family_dir: ClassVar[str] = ""
+    # Part of the revision, so that cached outputs of older inference code are never reused: set
+    # (or bumped) whenever a change to a family's inference changes its outputs for the same weights.
+    inference_revision: ClassVar[str] = ""
     license = "Apache-2.0 (weights trained here on a synthetic corpus)"
     clones_voice = True
     # option -> (type, low, high, default)
@@ -104,6 +107,8 @@ class OurTTS(TTSSystem):
         for sub in self.needed_folders():
             path = self.folder / sub / "model.safetensors"
             parts.append(f"{sub}:{sha256_file(path)[:12]}" if path.is_file() else f"{sub}:missing")
+        if self.inference_revision:
+            parts.append(f"inference:{self.inference_revision}")
         return ",".join(parts)
 
     def needed_folders(self) -> tuple[str, ...]:
@@ -298,6 +303,7 @@ class TinyAR(TokenFamily):
     name = "tiny-ar"
     family = "ar"
     family_dir = "ar"
+    inference_revision = "2"  # 2: phone features over the whole planned sequence (1 ran them frame by frame)
     streaming = True
     description = ("our autoregressive codec-LM TTS (VALL-E with RALL-E's duration guidance, KV cache, streaming); "
                    "options temperature, top_k, top_p, chunk, seed, vocoder")
