@@ -80,12 +80,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="seconds a system may take to load; past it, all its items fail with reason load_timeout")
     run.add_argument("--system-opt", action="append", default=[], metavar="SYSTEM.KEY=VALUE",
                      help="system option, e.g. espeak-ng.voice=en-gb (repeatable)")
-    run.add_argument("--retry-failed", action="store_true", help="on resume, generate failed items again")
+    run.add_argument("--retry-failed", action="store_true", help="on resume, generate and score failed items again")
     run.add_argument("--no-warmup", action="store_true", help="skip the warm-up synthesis before timing")
 
     score = sub.add_parser("score", help="score a folder of already generated audio (files named <item id>.wav)")
     score.add_argument("--audio-dir", required=True, type=Path, help="folder of <item id>.wav files")
     score.add_argument("--name", help="name for this system in results (default: the folder name)")
+    score.add_argument("--retry-failed", action="store_true",
+                       help="on resume, score failed items again (files added, changed or removed since are "
+                            "always scored again)")
     _add_run_arguments(score)
 
     for kind in ("system", "task", "metric"):
@@ -221,6 +224,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if not args.audio_dir.is_dir():
             raise BenchError(f"--audio-dir {args.audio_dir} is not a folder")
         opts.audio_dir = args.audio_dir
+        opts.retry_failed = args.retry_failed
         systems = [AUDIO_DIR_SYSTEM_PREFIX + (args.name or args.audio_dir.resolve().name)]
     run = Run(systems, args.task, opts)
     print(f"run folder: {run.folder}", file=sys.stderr)

@@ -76,6 +76,7 @@ def read_generations(folder: Path) -> list[dict[str, Any]]:
         _require(path, line, rec, "reason", _str if rec.get("status") == "failed" else _str_or_none,
                  "a failure reason" if rec.get("status") == "failed" else "null or a string")
         _require(path, line, rec, "detail", _str, "a string", optional=True)
+        _require(path, line, rec, "audio_sha256", _str_or_none, "a sha256 or null", optional=True)
         for key in ("synth_s", "duration_s", "rtf", "first_packet_s", "peak_rss_mb", "peak_gpu_mb"):
             _require(path, line, rec, key, _nonneg_or_none, "a finite number >= 0 or null", optional=True)
         if rec["status"] == "ok" and not rec["audio"]:
@@ -112,6 +113,7 @@ def read_scores(folder: Path) -> list[dict[str, Any]]:
         _require(path, line, rec, "failure", _str_or_none, "null or a failure reason")
         _require(path, line, rec, "extra", lambda v: isinstance(v, dict), "an object", optional=True)
         _require(path, line, rec, "cached", lambda v: isinstance(v, bool), "true or false", optional=True)
+        _require(path, line, rec, "audio_sha256", _str, "a sha256", optional=True)
         if rec["failure"] is None and not rec["values"]:
             raise _fail(path, line, "a score that is not a failure holds no values")
         cls = classes.get(rec["metric"])

@@ -24,6 +24,7 @@ from bench import registry
 from bench.audio import Audio, validate, write_audio_atomic
 from bench.contracts import Metric, Task, TTSItem
 from bench.errors import BadAudio, BenchError, SpecMismatch, Unavailable
+from bench.evaluators import sha256_file
 from bench.jsonio import JsonlAppender, read_json, write_json_atomic
 from bench.results import latest, read_generations, read_scores
 from bench.scoring import AudioMemo, ScoreCache, ScoreJob, score_metric
@@ -167,6 +168,14 @@ class Run:
             for system in self.system_names:
                 todo = [it for it in self.items if (system, it.id) not in done
                         or (self.opts.retry_failed and done[(system, it.id)]["status"] != "ok")]
+                if system.startswith(AUDIO_DIR_SYSTEM_PREFIX):
+                    changed = self._changed_audio_files(system, done, todo)
+                    if changed:
+                        print(f"note: {len(changed)} file(s) in {self.opts.audio_dir} were added, changed or removed "
+                              f"since they were scored: scoring them again ({', '.join(changed[:5])}"
+                              f"{' ...' if len(changed) > 5 else ''})", file=sys.stderr)
+                        ids = set(changed)
+                        todo += [it for it in self.items if it.id in ids]
                 if not todo:
                     continue
                 if system.startswith(AUDIO_DIR_SYSTEM_PREFIX):
@@ -189,18 +198,40 @@ class Run:
         return sorted(p.name for p in Path(root).iterdir()
                       if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS and p.name not in expected)
 
+    def _audio_dir_file(self, item: TTSItem) -> Path | None:
+        """The file in --audio-dir that holds an item's output (<id>.wav/.flac/...), or None."""
+        root = self.opts.audio_dir
+        assert root is not None
+        # An id that names another folder ('../prompts/x') is looked up only by its safe file
+        # name, so no file outside the audio folder is ever read.
+        plain = Path(item.id).name == item.id and item.id not in (".", "..")
+        found = [root / f"{item.id}{ext}" for ext in AUDIO_EXTENSIONS] if plain else []
+        found += [root / f"{safe_filename(item.id)}{ext}" for ext in (".wav", ".flac")]
+        return next((p for p in found if p.is_file()), None)
+
+    def _changed_audio_files(self, system: str, done: dict[tuple[str, str], dict[str, Any]],
+                             todo: list[TTSItem]) -> list[str]:
+        """Item ids whose file in --audio-dir is not the one last scored (added, changed, removed):
+        scoring follows the files' contents, not the folder's path."""
+        queued = {it.id for it in todo}
+        changed = []
+        for item in self.items:
+            rec = done.get((system, item.id))
+            if rec is None or item.id in queued:
+                continue
+            path = self._audio_dir_file(item)
+            now = sha256_file(path) if path else None
+            if now != rec.get("audio_sha256"):
+                changed.append(item.id)
+        return changed
+
     def _collect_audio_dir(self, system: str, todo: list[TTSItem], out: JsonlAppender) -> None:
         """`bench score`: pair files with items by id (<id>.wav/.flac), never by order."""
         root = self.opts.audio_dir
-        assert root is not None
         for item in todo:
-            # An id that names another folder ('../prompts/x') is looked up only by its safe file
-            # name, so no file outside the audio folder is ever read.
-            plain = Path(item.id).name == item.id and item.id not in (".", "..")
-            found = [root / f"{item.id}{ext}" for ext in AUDIO_EXTENSIONS] if plain else []
-            found += [root / f"{safe_filename(item.id)}{ext}" for ext in (".wav", ".flac")]
-            path = next((p for p in found if p.is_file()), None)
+            path = self._audio_dir_file(item)
             rec = {"system": system, "item_id": item.id, "audio": str(path) if path else None,
+                   "audio_sha256": sha256_file(path) if path else None,
                    "status": "ok" if path else "failed", "reason": None if path else "missing",
                    "detail": "" if path else f"no file named {item.id}.wav (or .flac/.ogg/.mp3) in {root}",
                    "synth_s": None, "duration_s": None, "rtf": None, "first_packet_s": None,
@@ -280,7 +311,11 @@ class Run:
     # ------------------------------------------------------------------ scoring
     def score(self) -> None:
         gens = self._generation_records()
-        existing = set(latest(read_scores(self.folder), "system", "item_id", "metric"))
+        # A score stands when it was made from the item's current output (for --audio-dir, the file's
+        # content) and, with --retry-failed, when it is not a failure.
+        existing = {key for key, rec in latest(read_scores(self.folder), "system", "item_id", "metric").items()
+                    if key[:2] in gens and rec.get("audio_sha256") == gens[key[:2]].get("audio_sha256")
+                    and not (self.opts.retry_failed and rec["failure"])}
         cache = ScoreCache(enabled=self.opts.use_cache)
         memo = AudioMemo()
         with JsonlAppender(self.folder / "scores.jsonl") as out:
@@ -297,7 +332,8 @@ class Run:
                         if g["status"] == "ok":
                             audio = Path(g["audio"])
                             audio = audio if audio.is_absolute() else self.folder / audio
-                        jobs.append(ScoreJob(system, item, audio, None if g["status"] == "ok" else g["reason"]))
+                        jobs.append(ScoreJob(system, item, audio, None if g["status"] == "ok" else g["reason"],
+                                             g.get("audio_sha256")))
                 if not jobs:
                     continue
                 bar = _progress(len(jobs), f"score {metric.name}", self.opts.progress)

@@ -62,6 +62,7 @@ class ScoreJob:
     item: TTSItem
     audio_path: Path | None
     gen_failure: str | None = None
+    audio_sha256: str | None = None  # of the file scored, when the run records it (`bench score`)
 
 
 class AudioMemo:
@@ -141,8 +142,11 @@ def score_metric(metric: Metric, jobs: list[ScoreJob], out: JsonlAppender, *, ca
     loaded = False
 
     def record(job: ScoreJob, res: MetricOutput, cached: bool) -> dict[str, Any]:
-        return {"system": job.system, "item_id": job.item.id, "metric": metric.name,
-                "values": res.values, "extra": res.extra, "failure": res.failure, "cached": cached}
+        rec = {"system": job.system, "item_id": job.item.id, "metric": metric.name,
+               "values": res.values, "extra": res.extra, "failure": res.failure, "cached": cached}
+        if job.audio_sha256 is not None:
+            rec["audio_sha256"] = job.audio_sha256
+        return rec
 
     def flush() -> None:
         nonlocal loaded

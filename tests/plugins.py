@@ -100,6 +100,22 @@ class DurationMetric(Metric):
         return [MetricOutput(values={"seconds": inp.hypothesis.duration}) for inp in inputs]
 
 
+class FlakyMetric(Metric):
+    """Fails the items named in $FLAKY_FAIL (an evaluator that crashed on them), scores the rest."""
+
+    name = "flaky"
+    needs = frozenset({"hypothesis"})
+    primary = "seconds"
+
+    def evaluator_revision(self) -> str:
+        return "flaky-1"
+
+    def score_batch(self, inputs: Sequence[MetricInput]) -> list[MetricOutput]:
+        failing = set(filter(None, os.environ.get("FLAKY_FAIL", "").split(",")))
+        return [MetricOutput(failure="evaluator_crashed") if inp.item_id in failing
+                else MetricOutput(values={"seconds": inp.hypothesis.duration}) for inp in inputs]
+
+
 class PromptLengthRatio(Metric):
     """Hypothesis duration / prompt duration: exercises the 'prompt' input path."""
 

@@ -120,6 +120,64 @@ def test_score_audio_dir_pairs_by_id_and_counts_missing(tmp_path):
     assert scores["u2"]["failure"] == "missing"
 
 
+def test_score_follows_the_files_not_the_folder_path(tmp_path, capsys):
+    """Scoring again after files in --audio-dir were changed, added or removed rescores exactly
+    those items; nothing stale survives into the summary."""
+    manifest = write_manifest(tmp_path, {"u1": "one", "u2": "two", "u3": "three", "u4": "four"})
+    audio = tmp_path / "gen"
+    audio.mkdir()
+    rate = 16000
+
+    def put(item_id, seconds):
+        sf.write(audio / f"{item_id}.wav", 0.1 * np.sin(np.arange(int(seconds * rate)) / 3.0), rate)
+
+    put("u1", 0.25), put("u2", 0.5), put("u3", 0.75)  # u4 missing
+    args = ["score", "--no-progress", "--task", TASK, "--task-opt", f"manifest={manifest}", "--metrics", DUR,
+            "--audio-dir", str(audio), "--out", str(tmp_path / "out")]
+    assert main(args) == 0
+    folder = only_run_folder(tmp_path / "out")
+
+    def seconds():
+        summary = json.loads((folder / "summary.json").read_text())
+        block = summary["systems"]["audio-dir:gen"]["metrics"]["duration"]
+        return block["values"]["seconds"]["mean"], block["n_failed"]
+
+    assert seconds() == (pytest.approx(0.5), 1)
+    capsys.readouterr()
+    put("u1", 1.25)  # changed
+    (audio / "u2.wav").unlink()  # removed
+    put("u4", 0.5)  # added
+    assert main(args) == 0
+    assert "3 file(s)" in capsys.readouterr().err
+    assert seconds() == (pytest.approx((1.25 + 0.75 + 0.5) / 3), 1)
+    latest = {}
+    for rec in read_jsonl(folder / "scores.jsonl"):
+        latest[rec["item_id"]] = rec
+    assert latest["u2"]["failure"] == "missing" and latest["u1"]["values"]["seconds"] == pytest.approx(1.25)
+    before = (folder / "scores.jsonl").read_text()
+    assert main(args) == 0  # nothing changed: nothing is scored again
+    assert (folder / "scores.jsonl").read_text() == before
+
+
+def test_retry_failed_scores_failed_items_again(tmp_path, monkeypatch):
+    manifest = write_manifest(tmp_path, {"a": "one", "b": "two"})
+    audio = tmp_path / "gen"
+    audio.mkdir()
+    sf.write(audio / "a.wav", 0.1 * np.sin(np.arange(8000) / 3.0), 16000)
+    sf.write(audio / "b.wav", 0.1 * np.sin(np.arange(4000) / 3.0), 16000)
+    args = ["score", "--no-progress", "--task", TASK, "--task-opt", f"manifest={manifest}", "--no-cache",
+            "--metrics", "tests.plugins:FlakyMetric", "--audio-dir", str(audio), "--out", str(tmp_path / "out")]
+    monkeypatch.setenv("FLAKY_FAIL", "b")
+    assert main(args) == 0
+    folder = only_run_folder(tmp_path / "out")
+    assert json.loads((folder / "summary.json").read_text())["systems"]["audio-dir:gen"]["metrics"]["flaky"]["n_failed"] == 1
+    monkeypatch.setenv("FLAKY_FAIL", "")
+    assert main(args) == 0  # a failure stands on a plain resume
+    assert json.loads((folder / "summary.json").read_text())["systems"]["audio-dir:gen"]["metrics"]["flaky"]["n_failed"] == 1
+    assert main([*args, "--retry-failed"]) == 0
+    assert json.loads((folder / "summary.json").read_text())["systems"]["audio-dir:gen"]["metrics"]["flaky"]["n_failed"] == 0
+
+
 def test_bad_input_files_in_audio_dir(tmp_path):
     texts = {k: k for k in ("corrupt", "empty", "stereo", "rate8k", "silent", "nan")}
     manifest = write_manifest(tmp_path, texts)
