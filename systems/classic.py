@@ -22,6 +22,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, ClassVar, Iterator
 
@@ -232,17 +233,124 @@ def festival_voice_installed(voice: str) -> bool | None:
     return any(glob.glob(os.path.join(root, "*", voice)) for root in roots)
 
 
+def scheme_string(text: str) -> str:
+    """A Scheme (SIOD) string literal: nothing inside it can end the string or run code."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+# What text2wave does, as a function a long-lived Festival evaluates per item: tts_file over the
+# text file, each utterance's wave appended to one RIFF file, the header fixed at the end. The
+# same Scheme as /usr/bin/text2wave, so the samples equal text2wave's.
+_FESTIVAL_PRELUDE = """
+(gc-status nil)
+(defvar bench_fp nil)
+(defvar bench_total 0)
+(defvar bench_utt nil)
+(define (bench_save utt)
+  (if (eq? bench_total 0)
+      (wave.save.header bench_fp (utt.wave utt) 'riff nil (list (list "numsamples" 0))))
+  (set! bench_total (+ bench_total (get_param 'num_samples (wave.info (utt.wave utt)) 0)))
+  (wave.save.data.fp (utt.wave utt) bench_fp 'riff nil)
+  (set! bench_utt utt))
+(define (bench_text2wave textfile outfile)
+  (set! tts_hooks (list utt.synth bench_save))
+  (set! bench_total 0)
+  (set! bench_utt nil)
+  (set! bench_fp (fopen outfile "wb"))
+  (tts_file textfile (tts_find_text_mode textfile auto-text-mode-alist))
+  (if bench_utt
+      (begin
+        (fseek bench_fp 0 0)
+        (wave.save.header bench_fp (utt.wave bench_utt) 'riff nil (list (list "numsamples" bench_total)))))
+  (fclose bench_fp))
+"""
+
+
+class FestivalProcess:
+    """One long-lived `festival --pipe` that synthesises item after item (its start-up, ~0.3 s of
+    lexicon and voice loading, is paid once per worker instead of once per item).
+
+    Commands go in on stdin; after each, Festival prints a numbered marker. Its stdout is a pseudo
+    terminal, so the marker arrives at once (to a pipe, Festival's stdio would buffer it)."""
+
+    def __init__(self, binary: str, voice: str, timeout_s: float):
+        import pty
+
+        self.timeout_s = timeout_s
+        master, slave = pty.openpty()
+        self._stderr = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen([binary, "--pipe"], stdin=subprocess.PIPE, stdout=slave,
+                                     stderr=self._stderr, close_fds=True)
+        os.close(slave)
+        self._out = master
+        self._count = 0
+        self.evaluate(_FESTIVAL_PRELUDE + f"(voice_{voice})")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def evaluate(self, scheme: str) -> str:
+        """Evaluate Scheme code; returns what Festival printed. BenchError on exit or timeout."""
+        import select
+
+        self._count += 1
+        marker = f"BENCH-DONE-{self._count}"
+        try:
+            self.proc.stdin.write(f'{scheme}\n(format t "{marker}\\n")\n'.encode())
+            self.proc.stdin.flush()
+        except OSError as exc:
+            raise BenchError(f"festival exited ({self._exit()}): {exc}") from None
+        received = b""
+        deadline = time.monotonic() + self.timeout_s
+        while marker.encode() not in received:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.close()
+                raise BenchError(f"festival did not finish within {self.timeout_s:g} s")
+            ready, _, _ = select.select([self._out], [], [], left)
+            if ready:
+                try:
+                    chunk = os.read(self._out, 65536)
+                except OSError:  # the terminal closed: Festival is gone
+                    chunk = b""
+                if not chunk:
+                    raise BenchError(f"festival exited ({self._exit()})")
+                received += chunk
+        return received.decode("utf-8", "replace")
+
+    def _exit(self) -> str:
+        try:
+            code = self.proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            return "still running"
+        self._stderr.seek(0)
+        messages = self._stderr.read().decode("utf-8", "replace").strip()[-800:]
+        return f"exit code {code}" + (f": {messages}" if messages else "")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        for closing in (lambda: os.close(self._out), self._stderr.close, self.proc.stdin.close):
+            try:
+                closing()
+            except OSError:
+                pass
+
+
 class Festival(SubprocessTTS):
     name = "festival"
     license = "X11-style (Festival, University of Edinburgh); kal_diphone voice: free licence (Black & Lenzo)"
-    # One text2wave process per item: its RTF includes Festival's start-up (~0.3 s, lexicon and voice).
-    description = ("Festival 2.x via text2wave (Debian festival + festvox-kallpc16k), voice kal_diphone; "
-                   "one process per item, so RTF includes ~0.3 s start-up")
-    binary = "text2wave"
+    description = ("Festival 2.x (Debian festival + festvox-kallpc16k), voice kal_diphone; one long-lived "
+                   "festival process per worker, synthesising as text2wave does")
+    binary = "festival"
     debian_package = "festival festvox-kallpc16k"
     default_voice = "kal_diphone"
-    version_binary = "festival"
     version_pattern = r"System:\s*(\S+)"
+
+    def __init__(self, **options: Any):
+        super().__init__(**options)
+        self._process: FestivalProcess | None = None
 
     @classmethod
     def availability(cls) -> Availability:
@@ -251,8 +359,12 @@ class Festival(SubprocessTTS):
             return found
         if festival_voice_installed(str(cls.default_voice)) is False:
             return Availability.no(f"festival has no '{cls.default_voice}' voice installed (without a voice "
-                                   "text2wave writes empty files)", "sudo apt-get install festvox-kallpc16k")
+                                   "it writes empty files)", "sudo apt-get install festvox-kallpc16k")
         return Availability.yes()
+
+    def _read_revision(self) -> str:
+        # The synthesis path is part of the revision: text2wave's Scheme in one long-lived process.
+        return super()._read_revision() + " text2wave-scheme-in-process"
 
     def check_voice(self) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_]+", str(self.voice)):
@@ -263,9 +375,28 @@ class Festival(SubprocessTTS):
             raise Unavailable(f"system '{self.name}': festival voice '{self.voice}' is not installed{hint}")
         self.synthesize("test", None, TTSItem(id="load-probe", text="test"))
 
-    def command(self, text_file: Path, wav_file: Path) -> list[str]:
-        # The voice is a checked identifier, so the Scheme expression cannot carry other code.
-        return [self.binary, "-eval", f"(voice_{self.voice})", "-o", str(wav_file), str(text_file)]
+    def synthesize(self, text: str, prompt: Prompt | None, item: TTSItem) -> Audio:
+        if not text.strip():
+            raise BenchError(f"item '{item.id}': the text to synthesise is empty")
+        binary = shutil.which(self.binary)
+        if binary is None:
+            raise Unavailable(f"'{self.binary}' is not on PATH -> sudo apt-get install {self.debian_package}")
+        if self._process is None or not self._process.alive():
+            # The voice is a checked identifier, so the Scheme expression cannot carry other code.
+            self._process = FestivalProcess(binary, str(self.voice), self.timeout_s)
+        with tempfile.TemporaryDirectory(prefix="bench-tts-") as tmp:
+            text_file, wav_file = Path(tmp) / "input.txt", Path(tmp) / "output.wav"
+            text_file.write_text(text.strip() + "\n", encoding="utf-8")
+            printed = self._process.evaluate(
+                f"(bench_text2wave {scheme_string(str(text_file))} {scheme_string(str(wav_file))})")
+            if not wav_file.is_file() or wav_file.stat().st_size <= 44:
+                raise BenchError("festival wrote no audio" + (f": {printed.strip()[-800:]}" if printed.strip() else ""))
+            return read_audio(wav_file)
+
+    def close(self) -> None:
+        if self._process is not None:
+            self._process.close()
+            self._process = None
 
 
 # --------------------------------------------------------------------------- piper

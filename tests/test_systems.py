@@ -8,6 +8,7 @@ by hiding the binaries (PATH pointed at an empty folder).
 from __future__ import annotations
 
 import importlib.util
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ import pytest
 import soundfile as sf
 
 from bench import registry
-from bench.audio import validate
+from bench.audio import read_audio, validate
 from bench.contracts import Prompt, TTSItem
 from bench.errors import BenchError, Unavailable
 from systems import classic
@@ -179,6 +180,31 @@ def test_timeout_is_enforced():
     slow = Festival(timeout_s=0.001)
     with pytest.raises(BenchError, match="did not finish within"):
         slow.synthesize(SENTENCE, None, _item())
+
+
+def test_festival_runs_in_one_process_with_text2wave_samples(tmp_path):
+    """One long-lived festival per worker: the same samples as text2wave, no process per item,
+    and a Festival that dies (it segfaults on text of only '!') is started again on the next item."""
+    if not Festival.availability().ok:
+        pytest.skip(Festival.availability().message())
+    system = Festival()
+    system.load()
+    text = 'He said "stop", then left. A second sentence follows.'
+    audio = system.synthesize(text, None, _item())
+    process = system._process.proc
+    (tmp_path / "in.txt").write_text(text + "\n")
+    subprocess.run(["text2wave", "-eval", "(voice_kal_diphone)", "-o", str(tmp_path / "ref.wav"),
+                    str(tmp_path / "in.txt")], check=True, capture_output=True)
+    reference = read_audio(tmp_path / "ref.wav")
+    assert audio.sample_rate == reference.sample_rate and np.array_equal(audio.samples, reference.samples)
+    system.synthesize(SENTENCE, None, _item())
+    assert system._process.proc is process  # the same process served both items
+    with pytest.raises(BenchError, match="festival exited"):
+        system.synthesize("!!!", None, _item())
+    again = system.synthesize(text, None, _item())
+    assert system._process.proc is not process and np.array_equal(again.samples, audio.samples)
+    system.close()
+    assert process.poll() is not None
 
 
 # --------------------------------------------------------------------------- ground truth

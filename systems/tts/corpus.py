@@ -38,6 +38,7 @@ import numpy as np
 
 from bench.errors import BenchError
 from bench.evaluators import sha256_file
+from systems.classic import scheme_string
 
 SAMPLE_RATE = 16000
 CORPUS_VERSION = "tts-corpus-v1"
@@ -115,10 +116,6 @@ def _run(cmd: list[str], what: str) -> subprocess.CompletedProcess:
     return proc
 
 
-def _scheme_string(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 def synthesize_chunk(voice: Voice, items: Sequence[tuple[str, str]], out_dir: str) -> list[dict[str, Any]]:
     """Synthesise (id, text) pairs with one voice into out_dir/<id>.wav at 16 kHz; records back.
 
@@ -139,8 +136,8 @@ def synthesize_chunk(voice: Voice, items: Sequence[tuple[str, str]], out_dir: st
             script = [f"(voice_{voice.voice})"]
             for uid, text in items:
                 raw[uid] = tmp_path / f"{uid}.wav"
-                script.append(f"(utt.save.wave (utt.synth (Utterance Text {_scheme_string(text)})) "
-                              f"{_scheme_string(str(raw[uid]))} 'riff)")
+                script.append(f"(utt.save.wave (utt.synth (Utterance Text {scheme_string(text)})) "
+                              f"{scheme_string(str(raw[uid]))} 'riff)")
             (tmp_path / "run.scm").write_text("\n".join(script) + "\n", encoding="utf-8")
             _run(["festival", "-b", str(tmp_path / "run.scm")], f"festival ({voice.name})")
         else:
