@@ -139,6 +139,18 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--format", default="html", help="report builder (entry point group bench.reports)")
     report.add_argument("--out", type=Path, help="output file (default: <run folder>/report.html)")
 
+    gate = sub.add_parser("gate", help="CI gate: does a candidate run regress against a baseline run? "
+                                       "(exit 0 pass, 1 regression, 2 cannot decide)")
+    gate.add_argument("--baseline", required=True, type=Path, help="baseline run folder (or its summary.json)")
+    gate.add_argument("--candidate", required=True, type=Path, help="candidate run folder (or its summary.json)")
+    gate.add_argument("--rules", type=Path, help="TOML rules: per-metric tolerance, alpha, max_new_failures "
+                                                 "(see bench/gate.py)")
+    gate.add_argument("--baseline-system", help="compare this baseline system ...")
+    gate.add_argument("--candidate-system", help="... with this candidate system (default: systems by name)")
+    gate.add_argument("--seed", type=int, default=0, help="seed of the permutation test")
+    gate.add_argument("--markdown", type=Path, help="also write the verdict as Markdown (a pull-request comment)")
+    gate.add_argument("--junit", type=Path, help="also write JUnit XML (CI test reports)")
+
     # Plug-in commands (entry point group bench.commands), e.g. train-lm from systems/lm.
     for name, value in sorted(_plugin_commands().items()):
         sub.add_parser(name, help=f"plug-in command ({value}); `bench {name} --help`", add_help=False)
@@ -181,6 +193,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             print(registry.get_class("report", args.format)(args.run_folder, args.out))
             return 0
+        if args.command == "gate":
+            from bench.gate import run_gate
+
+            return run_gate(args.baseline, args.candidate, rules_path=args.rules, seed=args.seed,
+                            baseline_system=args.baseline_system, candidate_system=args.candidate_system,
+                            markdown_path=args.markdown, junit_path=args.junit)
         if args.command == "sweep":
             return _cmd_sweep(args)
         if args.command == "fit":
@@ -267,7 +285,7 @@ def _ints(csv: str, flag: str) -> tuple[int, ...]:
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from bench.registry import parse_names
-    from bench.sweep import Sweep, grid_from_names
+    from bench.sweep import Sweep, grid_from_names, validate_grid
 
     model_options = _parse_options(args.model_opt, "--model-opt")
     spec = grid_from_names(
@@ -278,6 +296,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         compressions=_floats(args.compressions, "--compressions"), n_samples=args.samples, seed=args.seed,
         mode=args.mode, task_options=_parse_options(args.task_opt, "--task-opt"),
         method_options=_parse_options(args.method_opt, "--method-opt"))
+    validate_grid(spec)  # before naming a folder the sweep would not create
     sweep = Sweep(spec, args.out, timeout_s=args.timeout, progress=not args.no_progress,
                   model_options=model_options, jobs=args.jobs)
     print(f"sweep folder: {sweep.folder}", file=sys.stderr)

@@ -1,9 +1,10 @@
-"""Statistics over per-item values: means with bootstrap confidence intervals, percentiles."""
+"""Statistics over per-item values: means with bootstrap confidence intervals, percentiles, a paired
+one-sided test for regressions (the Holm correction is bench.sparse.safety.holm_adjust)."""
 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -38,3 +39,40 @@ def describe(values: Sequence[float], *, seed: int = 0) -> dict[str, float | int
 def percentile(values: Sequence[float], q: float) -> float | None:
     x = [float(v) for v in values if v is not None and math.isfinite(v)]
     return float(np.percentile(x, q)) if x else None
+
+
+PERMUTATIONS = 10000
+
+
+def paired_worsening_test(baseline: Sequence[float], candidate: Sequence[float], *, higher_is_better: bool,
+                          tolerance: float = 0.0, seed: int = 0, resamples: int = PERMUTATIONS) -> dict[str, Any]:
+    """One-sided paired test that `candidate` is worse than `baseline` by more than `tolerance`.
+
+    Per item, d = how much worse the candidate is (in the metric's units, positive = worse) minus
+    the tolerance. Under H0 (no worsening beyond the tolerance, d symmetric about 0) every sign of
+    d is equally likely, so the p-value is the share of random sign flips (seeded) whose mean
+    reaches the observed one: an exact test, whose false-alarm rate is at most the level used.
+    Also returned: the means, the mean difference (candidate - baseline) with a paired bootstrap
+    95 % CI. Values are paired by position (the caller pairs them by item id)."""
+    b = np.asarray(baseline, dtype=np.float64)
+    c = np.asarray(candidate, dtype=np.float64)
+    if b.shape != c.shape or b.ndim != 1:
+        raise ValueError("baseline and candidate must be paired 1-d sequences of the same length")
+    n = b.size
+    if n == 0:
+        return {"n": 0, "baseline": None, "candidate": None, "difference": None, "ci_low": None, "ci_high": None,
+                "p_value": None}
+    worse = (b - c) if higher_is_better else (c - b)
+    d = worse - tolerance
+    observed = d.mean()
+    rng = np.random.default_rng(seed)
+    signs = rng.integers(0, 2, size=(resamples, n), dtype=np.int8) * 2 - 1
+    flipped = (signs * d).mean(axis=1)
+    # A small relative slack so that floating-point noise in equal means counts as reaching it.
+    reached = np.count_nonzero(flipped >= observed - 1e-12 * max(1.0, abs(observed)))
+    p_value = (1 + reached) / (1 + resamples)
+    ci = bootstrap_mean_ci(c - b, seed=seed)
+    return {"n": int(n), "baseline": float(b.mean()), "candidate": float(c.mean()),
+            "difference": float((c - b).mean()), "ci_low": ci[0] if ci else None, "ci_high": ci[1] if ci else None,
+            "p_value": float(p_value)}
+

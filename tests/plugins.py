@@ -52,7 +52,7 @@ class ToneSystem(TTSSystem):
             os._exit(3)
         if "RAISE" in text:
             raise RuntimeError("the system refused this text")
-        n = int(0.1 * len(text) * self.rate)
+        n = int(float(self.options.get("seconds_per_char", 0.1)) * len(text) * self.rate)
         t = np.arange(n) / self.rate
         x = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
         if "NAN" in text:
