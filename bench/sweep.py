@@ -3,7 +3,8 @@
 A sweep is a frozen, hashed grid (like a run spec) whose folder holds
     spec.json        the grid and the model identities
     samples/         the generated samples, one JSONL per (model, task, length): what was asked
-    records.jsonl    one record per (model, task, length, sample, phase, method, compression)
+    records.jsonl    one record per (model, task, length, sample, phase, method, compression), with
+                     the prompt's token count as processed (n_context_tokens: length plus any BOS)
     analysis/        written by `analyse`: tables, frontier plot, safe sparsity, scaling-law fit
 Each model runs in its own worker process (bench.worker), loaded once; a call that hangs or
 crashes costs one record. Records are appended durably, so a killed sweep resumes by key.
@@ -99,6 +100,79 @@ def validate_grid(spec: SweepSpec) -> None:
         problems.append(f"mode must be 'teacher-forced' or 'generate', got {spec.mode!r}")
     if problems:
         raise BenchError("bad sweep grid: " + "; ".join(problems))
+    validate_methods(spec)
+
+
+class BadMethod(BenchError):
+    """A sweep names an attention method, or a method option, that its models do not have."""
+
+
+def validate_methods(spec: SweepSpec) -> None:
+    """Every method in the phase it is listed for, and every method option by name, type and range,
+    against the catalogue each model's class declares (`attention_methods()`): checked before any
+    model loads, like model and task names. A model class without a catalogue is not checked."""
+    problems: list[str] = []
+    for model in spec.models:
+        declared = getattr(registry.get_class("system", model), "attention_methods", None)
+        if declared is None:
+            continue
+        for problem in method_problems(spec, declared()):
+            if problem not in problems:  # models of one family share a catalogue
+                problems.append(problem)
+    if problems:
+        raise BadMethod("bad sweep methods: " + "; ".join(problems))
+
+
+def method_problems(spec: SweepSpec, catalogue: dict[str, dict[str, Any]]) -> list[str]:
+    problems = []
+    for phase, methods in (("prefill", spec.prefill_methods), ("decode", spec.decode_methods)):
+        valid = ", ".join(sorted(m for m, entry in catalogue.items() if phase in entry["phases"] and m != DENSE))
+        for method in methods:
+            if method == DENSE:
+                continue  # reported by validate_grid
+            if method not in catalogue:
+                problems.append(f"unknown {phase} method '{method}'; {phase} methods: {valid}")
+            elif phase not in catalogue[method]["phases"]:
+                problems.append(f"'{method}' is a {'/'.join(catalogue[method]['phases'])} method, not a {phase} "
+                                f"method; {phase} methods: {valid}")
+    for method, options in sorted(spec.method_options.items()):
+        if method not in catalogue:
+            continue  # an unknown name is reported above (or as an option for a method not in the grid)
+        entry = catalogue[method]
+        names = ", ".join(sorted(entry["options"])) or "none"
+        for key, value in sorted(options.items()):
+            if key == "compression":
+                continue  # reported by validate_grid
+            if key in entry["budget"]:
+                problems.append(f"{method}.{key} is the method's own budget; a sweep sets the budget with "
+                                f"--compressions (structure options of '{method}': {names})")
+            elif key not in entry["options"]:
+                problems.append(f"'{method}' has no option '{key}'; its options: {names}")
+            else:
+                problem = _option_problem(f"{method}.{key}", value, entry["options"][key])
+                if problem:
+                    problems.append(problem)
+    return problems
+
+
+def _option_problem(name: str, value: Any, declared: dict[str, Any]) -> str | None:
+    kind = declared["type"]
+    if kind == "choice":
+        if value not in declared["choices"]:
+            return f"{name} must be one of {', '.join(repr(c) for c in declared['choices'])}, got {value!r}"
+        return None
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    is_number = is_int or (isinstance(value, float) and math.isfinite(value))
+    low, high = declared.get("min"), declared.get("max")
+    if kind == "int":
+        if not is_int or (low is not None and value < low) or (high is not None and value > high):
+            bound = f" >= {low}" if high is None else f" in [{low}, {high}]"
+            return f"{name} must be an integer{bound}, got {value!r}"
+        return None
+    if not is_number or (low is not None and value < low) or (high is not None and value > high):
+        bound = "" if low is None else (f" >= {low:g}" if high is None else f" in [{low:g}, {high:g}]")
+        return f"{name} must be a number{bound}, got {value!r}"
+    return None
 
 
 def record_key(r: dict[str, Any]) -> tuple:
@@ -214,7 +288,8 @@ class Sweep:
         record: dict[str, Any] = {"model": model, "params": shape.get("n_params"), "task": task, "length": length,
                                   "sample_id": sample_id, "phase": phase, "method": method,
                                   "compression": compression, "score": None, "correct": None, "sparsity": None,
-                                  "prediction": None, "seconds": None, "failure": None, "detail": ""}
+                                  "prediction": None, "seconds": None, "n_context_tokens": None,
+                                  "failure": None, "detail": ""}
         budget = {} if method == DENSE else {"compression": compression, **self.spec.method_options.get(method, {})}
         try:
             res = worker.call("score_sample", sample, method=method,
@@ -225,8 +300,11 @@ class Sweep:
             record.update(failure=reason, detail=exc.detail[:1000])
             return record
         score = res.value
+        # n_context_tokens: the prompt as the model processed it (the task's length plus any BOS),
+        # which is what the cost model should count.
         record.update(score=float(score.score), correct=int(score.score >= 1.0), sparsity=float(score.sparsity),
-                      prediction=score.prediction, seconds=res.seconds)
+                      prediction=score.prediction, seconds=res.seconds,
+                      n_context_tokens=int(score.n_context_tokens) if score.n_context_tokens else None)
         return record
 
 

@@ -315,3 +315,28 @@ def test_registry_import_stays_light():
     code = "import sys, systems.lm.attention as a; assert 'torch' not in sys.modules; print(a.PREFILL_METHODS)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "vertical-slash" in out.stdout
+
+
+def test_catalogue_declares_every_constructor_option_with_its_default():
+    """The torch-free catalogue that `bench sweep` validates against says what the methods take."""
+    import inspect
+
+    from systems.lm.attention import catalogue, method_class
+
+    entries = catalogue()
+    assert set(entries) == set(PREFILL_METHODS) | set(DECODE_METHODS)
+    for name, entry in entries.items():
+        assert tuple(entry["phases"]) == phases_of(name)
+        params = {p.name: p.default for p in inspect.signature(method_class(name).__init__).parameters.values()
+                  if p.name not in ("self", "compression")}
+        assert set(params) == set(entry["budget"]) | set(entry["options"]), name
+        for option, declared in entry["options"].items():
+            assert declared["default"] == params[option], (name, option)
+        for option in entry["budget"]:
+            assert params[option] is None, (name, option)
+
+
+def phases_of(name):
+    from systems.lm.attention import phases
+
+    return phases(name)

@@ -114,10 +114,10 @@ def test_flexprefill_and_block_sparse_overhead_hand_computation() -> None:
     query_aware = 2 * 8 * 4 + 2 * 4 * 2 * 3 + 6 * 4 + 4 * 1  # 2 L d_h + 2 d_h n_b(n_b+1) + 6 n_b^2 + n_b^2 log2 n_b
     js_test = 15 * 2
     assert (estimate, vertical_slash, query_aware) == (416, 160.25, 140)
-    got = flexprefill_selection_flops(TINY, 8, n_vertical=1, n_slash=1, block_size=4)
+    got = flexprefill_selection_flops(TINY, 8, n_vertical=1, n_slash=1, block=4)
     assert got == 2 * 2 * (estimate + vertical_slash + query_aware + js_test) == 2985
     # Block-Sparse, L=8, b=4 -> n_b=2, top_k=1: 2 L d_h + 2 d_h n_b^2 + n_b^2 log2 n_b + n_b k
-    assert block_sparse_selection_flops(TINY, 8, top_k=1, block_size=4) == 2 * 2 * (64 + 32 + 4 + 2)
+    assert block_sparse_selection_flops(TINY, 8, top_k=1, block=4) == 2 * 2 * (64 + 32 + 4 + 2)
     # static patterns carry no selection cost, under the names systems/ uses too
     for name in ("streaming", "power", "sliding_window", "power_attention"):
         assert prefill_flops(TINY, 8, 0.5, name)["selection"] == 0

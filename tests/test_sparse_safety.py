@@ -12,12 +12,14 @@ from scipy.stats import norm
 
 from bench.sparse import SparseAnalysisError
 from bench.sparse.safety import (
+    DEFAULT_MARGIN,
     TEST_NAME,
     holm_adjust,
     paired_counts,
     phase_comparison,
     safe_sparsity,
     safe_sparsity_table,
+    smallest_deciding_n,
     tango_noninferiority,
 )
 
@@ -114,7 +116,8 @@ def test_identical_correctness_is_safe_at_every_level() -> None:
     report = safe_sparsity(_records(dense, {2.0: dense, 5.0: dense, 10.0: dense}, ["a", "b", "c"]))
     (row,) = report["rows"]
     assert row["safe_compression"] == 10.0
-    assert report["test"] == TEST_NAME and report["margin"] == 0.05
+    assert report["test"] == TEST_NAME and report["margin"] == DEFAULT_MARGIN == 0.10
+    assert row["decision"] == "decided"
     assert "Holm" in report["correction"]
     json.dumps(report, allow_nan=False)
 
@@ -150,11 +153,34 @@ def test_holm_is_stricter_than_the_intersection_union_reading() -> None:
     dense = np.ones((3, 67), dtype=int)
     dense[:, :20] = 0
     records = _records(dense, {2.0: dense}, ["a", "b", "c"])
-    holm = safe_sparsity(records)["rows"][0]
-    iut = safe_sparsity(records, correction="none")["rows"][0]
+    holm = safe_sparsity(records, margin=0.05)["rows"][0]
+    iut = safe_sparsity(records, margin=0.05, correction="none")["rows"][0]
     assert holm["levels"][0]["tasks"][0]["p_value"] == pytest.approx(0.0302, abs=1e-3)
     assert holm["safe_compression"] == 1.0  # Holm: the smallest p must beat 0.05/3
-    assert iut["safe_compression"] == 2.0
+    # ... which no outcome of 67 samples a task could: that is no verdict on the method.
+    assert holm["decision"] == "too few samples to decide" and holm["smallest_n"] == 87
+    assert iut["safe_compression"] == 2.0 and iut["decision"] == "decided"
+
+
+def test_smallest_n_at_which_identical_answers_could_be_shown_safe() -> None:
+    # Z = sqrt(n m / (1 - m)) >= z_alpha: n >= 1.645^2 * 9 = 24.4 at margin 0.10
+    assert smallest_deciding_n(0.10, 0.05) == 25
+    assert smallest_deciding_n(0.10, 0.05, tasks=2) == 35  # Holm: alpha / 2
+    assert smallest_deciding_n(0.10, 0.05, tasks=3) == 41
+    assert smallest_deciding_n(0.10, 0.05, tasks=3, correction="none") == 25
+    for n, decided in ((24, "too few samples to decide"), (25, "decided")):
+        ones = np.ones((1, n), dtype=int)
+        (row,) = safe_sparsity(_records(ones, {2.0: ones}, ["a"]))["rows"]
+        assert row["decision"] == decided and row["safe_compression"] == (2.0 if n == 25 else 1.0), n
+    # A level that fails on evidence (sparse much worse) is decided, whatever the count needed.
+    dense = np.ones((1, 200), dtype=int)
+    (row,) = safe_sparsity(_records(dense, {2.0: 0 * dense}, ["a"]))["rows"]
+    assert row["decision"] == "decided" and row["safe_compression"] == 1.0
+    # Prefill against decode: a phase stopped only by sample counts says so.
+    few = np.ones((1, 10), dtype=int)
+    table = safe_sparsity_table(safe_sparsity(_records(few, {2.0: few}, ["a"])))
+    (row,) = phase_comparison(table)
+    assert row["decode"] == 1.0 and row["decode_decision"] == "too few samples to decide"
 
 
 def test_missing_task_at_a_level_is_not_safe() -> None:

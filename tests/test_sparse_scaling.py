@@ -57,6 +57,7 @@ def test_binomial_fit_recovers_the_sparse_frontier_coefficients(law_records) -> 
         assert abs(coefs[name] - LAW[name]) < 4 * errors[name], (name, coefs[name], errors[name])
         assert errors[name] < 0.05
     assert coefs["eps"] == pytest.approx(LAW["eps"], abs=1.0)
+    assert abs(coefs["eps"] - LAW["eps"]) < 4 * errors["eps"] and errors["eps"] < 1.0
     for task, delta in DELTAS.items():
         assert fit["delta_task"][task] == pytest.approx(delta, abs=0.06)
     assert sum(fit["delta_task"].values()) == pytest.approx(0.0, abs=1e-9)

@@ -118,3 +118,39 @@ def test_task_and_method_options_reach_the_generators_and_methods(random_checkpo
     with pytest.raises(BenchError, match="not in the grid"):
         main_raising(sweep_args(random_checkpoint, tmp_path, "--compressions", "2", "--method-opt", "snapkv.window=8"),
                      length="256")
+
+
+@pytest.mark.parametrize("extra,match", [
+    (["--prefill-methods", "nosuch"], r"unknown prefill method 'nosuch'.*prefill methods: block-sparse, "),
+    (["--prefill-methods", "snapkv"], r"'snapkv' is a decode method.*prefill methods: .*vertical-slash"),
+    (["--decode-methods", "block-sparse"], r"'block-sparse' is a prefill method.*decode methods: .*quest"),
+    (["--prefill-methods", "streaming", "--method-opt", "streaming.window=abc"],
+     r"streaming\.window.*budget.*--compressions"),
+    (["--method-opt", "quest.page_size=abc"], r"quest\.page_size must be an integer >= 1, got 'abc'"),
+    (["--method-opt", "quest.page_size=0"], r"quest\.page_size must be an integer >= 1, got 0"),
+    (["--method-opt", "block-sparse.blok=8"], r"'block-sparse' has no option 'blok'; its options: block, implementation"),
+    (["--method-opt", "block-sparse.implementation=fast"], r"one of 'gather', 'mask'"),
+])
+def test_unknown_methods_and_options_fail_before_any_model_loads(random_checkpoint, tmp_path, monkeypatch,
+                                                                 extra, match):
+    """Method names and options are checked like models and tasks: a clear error naming what is
+    valid, raised before a worker starts (today a bogus method ran and was reported as 'safe')."""
+    from bench import sweep
+    from bench.sweep import BadMethod
+
+    def no_worker(*args, **kwargs):
+        raise AssertionError("a model was loaded before the grid was checked")
+
+    monkeypatch.setattr(sweep, "SystemWorker", no_worker)
+    with pytest.raises(BadMethod, match=match):
+        main_raising(sweep_args(random_checkpoint, tmp_path, "--compressions", "2", *extra), length="256")
+    assert issubclass(BadMethod, BenchError)
+    assert main(sweep_args(random_checkpoint, tmp_path, "--compressions", "2", *extra)) == 1
+    assert not any(tmp_path.glob("sweep-*/records.jsonl"))
+
+
+def test_records_keep_the_tokens_the_model_processed(random_checkpoint, tmp_path):
+    """The prompt's token count with its BOS (what the cost model should count) is in every record."""
+    assert main(sweep_args(random_checkpoint, tmp_path, "--compressions", "2", "--no-analysis")) == 0
+    records = read_jsonl(next(tmp_path.glob("sweep-*")) / "records.jsonl")
+    assert {r["n_context_tokens"] for r in records if not r["failure"]} == {257}

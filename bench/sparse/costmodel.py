@@ -30,7 +30,8 @@ Selection overheads (what a method spends choosing what to attend to), per layer
   softmax and the vertical/diagonal sums over those scores; 2 L log2 L = sorting the vertical and
   the slash scores for top-k; (L/64)(k_v + k_s) = building the index for 64-row blocks.
 - FlexPrefill (prefill, derived; Lai et al. 2025, as in systems/lm/attention/flexprefill.py): the
-  last block of q = b queries (b = 64) is scored against all keys (2 d_h q L + 5 q L, as above).
+  last block of q = b queries (b = the method's `block`, 64 by default) is scored against all keys
+  (2 d_h q L + 5 q L, as above).
   Every head then builds both candidates, since the choice between them is made per head from the
   data: the vertical-slash one (mean, column and diagonal sums 3 q L; sorting both 2 L log2 L;
   coverage cumulative sums 2 L; index (L/64)(k_v + k_s)) and the query-aware one (mean-pooling Q
@@ -40,15 +41,22 @@ Selection overheads (what a method spends choosing what to attend to), per layer
   vertical-slash branch only; its cost is this without the query-aware terms. Searching the
   coverage threshold to hit a target compression is budget targeting by the harness, not counted.
 - Block-Sparse top-k (prefill, derived, MInference-style): mean-pool Q and K into n_b = ceil(L/b)
-  blocks (2 L d_h adds), score every block pair (2 d_h n_b^2, the full square as implemented), sort
-  each row for top-k (n_b^2 log2 n_b, the same sort charge as above), write the index (n_b k).
+  blocks of b = `block` tokens (64 by default; 2 L d_h adds), score every block pair (2 d_h n_b^2,
+  the full square as implemented), sort each row for top-k (n_b^2 log2 n_b, the same sort charge
+  as above), write the index (n_b k).
 - Sliding window with sinks, PowerAttention: 0. Their patterns depend on positions only, so there
   is no data-dependent estimate; the integer index is not floating-point work.
 - Quest (decode, paper formula): B n_kv 2 d_h L / p elements per layer and step, the min and max key
-  of every page of p = 16 tokens (1/p of the dense K+V reads).
+  of every page of p = `page_size` tokens, 16 by default (1/p of the dense K+V reads).
 - SnapKV, Ada-SnapKV (decode): 0 per generated token. Eviction is decided once, at the end of
   prefill; afterwards each step reads only the kept rho * L entries, already counted in Mem_kv.
   The one-time selection compute is given by snapkv_selection_flops for reports that want it.
+
+Options go by the names the methods use (systems/lm/attention: `block`, `last_q`, `page_size`,
+`window`, `kernel`), so the options a sweep ran with are the options it is costed with
+(`phase_cost(..., **method_options)`). Options that only change which pairs are kept (sinks,
+local diagonals, FlexPrefill's tau and token budgets) are accepted and do not enter the formulas:
+their effect is in the realised sparsity the cost is evaluated at.
 """
 
 from __future__ import annotations
@@ -71,6 +79,22 @@ PREFILL_METHODS = ("dense", "vertical_slash", "flexprefill", "block_sparse", "sl
 DECODE_METHODS = ("dense", "snapkv", "ada_snapkv", "quest", "sliding_window")
 METHOD_ALIASES = {"power": "power_attention", "streaming": "sliding_window",
                   "streaming_llm": "sliding_window"}  # names used by systems/lm/attention
+# Every option of every method, by the method's own name: those that enter its cost formula...
+COSTED_OPTIONS = {
+    "dense": (), "vertical_slash": ("n_vertical", "n_slash", "last_q"),
+    "flexprefill": ("n_vertical", "n_slash", "block"), "block_sparse": ("top_k", "block"),
+    "sliding_window": (), "power_attention": (), "snapkv": (), "ada_snapkv": (), "quest": ("page_size",),
+}
+# ...and those that only change which pairs (or cached tokens) are kept, or set the method's own
+# budget: their effect on cost is carried by the realised sparsity.
+UNCOSTED_OPTIONS = {
+    "dense": (), "vertical_slash": ("sinks", "local"),
+    "flexprefill": ("gamma", "tau", "min_budget", "max_budget", "sinks", "local"),
+    "block_sparse": ("implementation",), "sliding_window": ("window", "sinks"),
+    "power_attention": ("window_blocks", "block", "sink_blocks"),
+    "snapkv": ("capacity", "window", "kernel"), "ada_snapkv": ("capacity", "window", "kernel", "min_head_fraction"),
+    "quest": ("token_budget",),
+}
 QUEST_PAGE_SIZE = 16
 MINFERENCE_INDEX_BLOCK = 64  # rows per block of the vertical-slash index kernel
 
@@ -207,10 +231,10 @@ def prefill_selection_flops(shape: ModelShape, method: str, length: int, sparsit
         _reject_options(name, options, ("n_vertical", "n_slash", "last_q"))
         return vertical_slash_selection_flops(shape, length, sparsity=sparsity, batch=batch, **options)
     if name == "flexprefill":
-        _reject_options(name, options, ("n_vertical", "n_slash", "block_size"))
+        _reject_options(name, options, ("n_vertical", "n_slash", "block"))
         return flexprefill_selection_flops(shape, length, sparsity=sparsity, batch=batch, **options)
     if name == "block_sparse":
-        _reject_options(name, options, ("top_k", "block_size"))
+        _reject_options(name, options, ("top_k", "block"))
         return block_sparse_selection_flops(shape, length, sparsity=sparsity, batch=batch, **options)
     raise SparseAnalysisError(f"unknown prefill method {method!r}; known: {', '.join(PREFILL_METHODS)}")
 
@@ -237,10 +261,10 @@ def vertical_slash_selection_flops(shape: ModelShape, length: int, n_vertical: i
 
 
 def flexprefill_selection_flops(shape: ModelShape, length: int, n_vertical: int | None = None,
-                                n_slash: int | None = None, block_size: int = 64,
+                                n_slash: int | None = None, block: int = 64,
                                 sparsity: float = 0.0, batch: int = 1) -> float:
     """Both FlexPrefill candidates for every head, plus the estimate and the JS test (see above)."""
-    L, b = _length(length), _positive_int("block_size", block_size)
+    L, b = _length(length), _positive_int("block", block)
     q, n_b = min(b, L), math.ceil(L / b)
     k_v, k_s = _lines(L, sparsity, n_vertical, n_slash)
     d_h = shape.d_head
@@ -253,12 +277,12 @@ def flexprefill_selection_flops(shape: ModelShape, length: int, n_vertical: int 
 
 
 def block_sparse_selection_flops(shape: ModelShape, length: int, top_k: int | None = None,
-                                 block_size: int = 64, sparsity: float = 0.0, batch: int = 1) -> float:
-    """B N h [2 L d_h + 2 d_h n_b^2 + n_b^2 log2 n_b + n_b k], n_b = ceil(L / block_size).
+                                 block: int = 64, sparsity: float = 0.0, batch: int = 1) -> float:
+    """B N h [2 L d_h + 2 d_h n_b^2 + n_b^2 log2 n_b + n_b k], n_b = ceil(L / block).
 
     Without top_k, k is the block count per row that keeps rho of the causal block triangle.
     """
-    L, b = _length(length), _positive_int("block_size", block_size)
+    L, b = _length(length), _positive_int("block", block)
     n_blocks = math.ceil(L / b)
     k = top_k if top_k is not None else math.ceil(_density(sparsity) * (n_blocks + 1) / 2)
     k = _positive_int("top_k", k)
@@ -267,16 +291,16 @@ def block_sparse_selection_flops(shape: ModelShape, length: int, top_k: int | No
     return float(_batch(batch) * shape.n_layers * shape.n_heads * per_head)
 
 
-def snapkv_selection_flops(shape: ModelShape, length: int, window: int = 32, kernel_size: int = 7,
+def snapkv_selection_flops(shape: ModelShape, length: int, window: int = 32, kernel: int = 7,
                            adaptive: bool = False, batch: int = 1) -> float:
     """One-time FLOPs of SnapKV's eviction at the end of prefill (not a per-step decode cost).
 
     Per layer: h query heads score the last `window` queries against L keys (2 d_h w L + 5 w L);
-    each KV head pools the scores (L * kernel_size) and sorts them for top-k (L log2 L). Ada-SnapKV
+    each KV head pools the scores (L * kernel) and sorts them for top-k (L log2 L). Ada-SnapKV
     ranks all KV heads of a layer together: (n_kv L) log2(n_kv L) instead of n_kv L log2 L.
     """
     L, w = _length(length), _positive_int("window", window)
-    kernel = _positive_int("kernel_size", kernel_size)
+    kernel = _positive_int("kernel", kernel)
     scoring = shape.n_heads * (2 * shape.d_head * w * L + 5 * w * L)
     pooling = shape.n_kv_heads * L * kernel
     pooled = shape.n_kv_heads * L
@@ -316,15 +340,34 @@ def decode_selection_memory(shape: ModelShape, method: str, context_length: int,
 
 # --------------------------------------------------------------------------- one number per phase
 def phase_cost(shape: ModelShape, phase: str, length: int, compression: float = 1.0,
-               method: str = "dense", batch: int = 1, **options: Any) -> float:
-    """Prefill FLOPs or decode elements per generated token, overheads included."""
+               method: str = "dense", batch: int = 1, **method_options: Any) -> float:
+    """Prefill FLOPs or decode elements per generated token, overheads included.
+
+    `method_options`: the method's options as the method takes them (a sweep's `--method-opt`);
+    those that enter the cost are used, the others accepted (see cost_options).
+    """
     sparsity = sparsity_from_compression(compression)
+    options = cost_options(method, method_options)
     if phase == "prefill":
         return prefill_flops(shape, length, sparsity, method, batch, **options)["total"]
     if phase == "decode":
-        _reject_options(method, options, ("page_size",))
         return decode_memory(shape, length, sparsity, method, batch, **options)["total"]
     raise SparseAnalysisError(f"phase must be 'prefill' or 'decode', got {phase!r}")
+
+
+def cost_options(method: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a method's options that enters its cost; an option the method does not have is
+    an error that lists the ones it has."""
+    name = normalise_method(method)
+    if name not in COSTED_OPTIONS:
+        known = sorted(set(PREFILL_METHODS) | set(DECODE_METHODS))
+        raise SparseAnalysisError(f"unknown method {method!r}; known: {', '.join(known)}")
+    known_options = COSTED_OPTIONS[name] + UNCOSTED_OPTIONS[name]
+    unknown = sorted(set(options) - set(known_options))
+    if unknown:
+        raise SparseAnalysisError(f"method {method!r} has no option(s) {unknown}; its options: "
+                                  f"{', '.join(sorted(known_options)) or 'none'}")
+    return {key: value for key, value in options.items() if key in COSTED_OPTIONS[name]}
 
 
 def normalise_method(method: str) -> str:

@@ -9,7 +9,10 @@ Reads the stored records only (never re-runs a model) and writes analysis/ insid
     report.txt          the same, as tables to read
 Conventions: a failed record (a budget the method cannot realise, a crash, a timeout) counts as
 wrong (score 0), never skipped. Accuracy is the mean score; `correct` (score == 1) feeds the
-paired test. Costs use the realised sparsity and bench.sparse.costmodel's causal-triangle convention.
+paired test. Costs use the realised sparsity, bench.sparse.costmodel's causal-triangle convention,
+the method options the sweep ran with (its spec's method_options) and the prompt length the model
+processed (the records' n_context_tokens: the task's length plus any BOS; records written before
+that field existed are costed at the task's length, and the report says the BOS is not counted).
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ import numpy as np
 
 from bench.jsonio import write_json_atomic
 from bench.sparse import SparseAnalysisError
-from bench.sparse.costmodel import CAUSAL_CONVENTION, ModelShape, compression_from_sparsity, phase_cost
+from bench.sparse.costmodel import (CAUSAL_CONVENTION, ModelShape, compression_from_sparsity, cost_options,
+                                    phase_cost)
+from bench.sparse.safety import DEFAULT_MARGIN, TOO_FEW
 from bench.stats import describe
 
 PHASES = ("prefill", "decode")
@@ -40,17 +45,27 @@ def accuracy_table(records: list[dict[str, Any]], seed: int = 0) -> list[dict[st
     for (model, task, length, phase, method, compression), rs in sorted(groups.items(), key=lambda kv: str(kv[0])):
         stats = describe([_score(r) for r in rs], seed=seed)
         sparsities = [r["sparsity"] for r in rs if r["sparsity"] is not None]
+        ran = [r for r in rs if not r["failure"]]
+        tokens = [r.get("n_context_tokens") for r in ran]
         rows.append({"model": model, "params": rs[0]["params"], "task": task, "length": length, "phase": phase,
                      "method": method, "compression": compression, "n": len(rs),
                      "n_failed": sum(1 for r in rs if r["failure"]),
                      "failures": sorted({r["failure"] for r in rs if r["failure"]}),
                      "accuracy": stats["mean"], "ci_low": stats["ci_low"], "ci_high": stats["ci_high"],
-                     "sparsity": float(np.mean(sparsities)) if sparsities else None})
+                     "sparsity": float(np.mean(sparsities)) if sparsities else None,
+                     # None where a record that ran lacks the count (written before it was kept)
+                     "n_context_tokens": (int(round(float(np.mean(tokens))))
+                                          if tokens and None not in tokens else None)})
     return rows
 
 
-def frontier_records(table: list[dict[str, Any]], shapes: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per (phase, length, model, method, compression): accuracy averaged over tasks, and cost."""
+def frontier_records(table: list[dict[str, Any]], shapes: dict[str, dict[str, Any]],
+                     method_options: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Per (phase, length, model, method, compression): accuracy averaged over tasks, and cost.
+
+    The cost takes the method's options as the sweep ran it (`method_options`, from its spec) and
+    the prompt length the model processed (n_context_tokens) where the records carry it.
+    """
     groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for row in table:
         phases = PHASES if row["phase"] == "dense" else (row["phase"],)
@@ -66,11 +81,15 @@ def frontier_records(table: list[dict[str, Any]], shapes: dict[str, dict[str, An
         if sparsity is None:
             continue  # every sample failed: nothing ran, so there is no cost to place it at
         cost_c = compression_from_sparsity(min(max(sparsity, 0.0), 1.0 - 1e-9))
-        cost = phase_cost(shape, phase, int(length), cost_c, "dense" if method == "dense" else method)
+        tokens = [r.get("n_context_tokens") for r in rows if r["sparsity"] is not None]
+        counted = None not in tokens
+        cost_length = int(round(float(np.mean(tokens)))) if counted else int(length)
+        options = {} if method == "dense" else (method_options or {}).get(method, {})
+        cost = phase_cost(shape, phase, cost_length, cost_c, method, **options)
         out.append({"model": model, "params": rows[0]["params"], "method": method, "phase": phase,
                     "length": length, "compression": compression, "realised_compression": cost_c,
-                    "cost": cost, "accuracy": float(np.mean([r["accuracy"] for r in rows])),
-                    "tasks": len(rows)})
+                    "cost": cost, "cost_length": cost_length, "cost_length_from_records": counted,
+                    "accuracy": float(np.mean([r["accuracy"] for r in rows])), "tasks": len(rows)})
     return out
 
 
@@ -91,7 +110,23 @@ def scaling_records(table: list[dict[str, Any]], phase: str) -> list[dict[str, A
             for r in table if r["phase"] in (phase, "dense") and r["accuracy"] is not None]
 
 
-def analyse(folder: Path, *, margin: float = 0.05, alpha: float = 0.05, correction: str = "holm",
+def cost_context(frontier: list[dict[str, Any]]) -> str:
+    """One sentence on the prompt length the costs count, for the report."""
+    counted = sorted({(r["length"], r["cost_length"]) for r in frontier if r["cost_length_from_records"]})
+    uncounted = sorted({r["length"] for r in frontier if not r["cost_length_from_records"]})
+    parts = []
+    if counted:
+        lengths = ", ".join(f"L={length}: {tokens}" for length, tokens in counted)
+        parts.append(f"costs count the prompt tokens the model processed, BOS included where the model "
+                     f"adds one (n_context_tokens in the records; {lengths})")
+    if uncounted:
+        parts.append(f"costs at L={', '.join(str(n) for n in uncounted)} count the task's tokens only: "
+                     "the BOS token the model also processes is not counted (these records predate "
+                     "n_context_tokens)")
+    return "; ".join(parts)
+
+
+def analyse(folder: Path, *, margin: float = DEFAULT_MARGIN, alpha: float = 0.05, correction: str = "holm",
             plots: bool = True) -> dict[str, Any]:
     from bench.jsonio import read_json
     from bench.sparse.frontier import frontier_table, plot_frontier
@@ -108,9 +143,12 @@ def analyse(folder: Path, *, margin: float = 0.05, alpha: float = 0.05, correcti
     out_dir = folder / "analysis"
     out_dir.mkdir(exist_ok=True)
     table = accuracy_table(records, seed=spec.get("seed", 0))
-    frontier = frontier_table(frontier_records(table, shapes))
+    method_options = spec.get("method_options", {})
+    frontier = frontier_table(frontier_records(table, shapes, method_options))
     result: dict[str, Any] = {"convention": CAUSAL_CONVENTION, "n_records": len(records),
                               "n_failed": sum(1 for r in records if r["failure"]),
+                              "cost_context": cost_context(frontier),
+                              "cost_options": {m: cost_options(m, o) for m, o in sorted(method_options.items())},
                               "accuracy": table, "frontier": frontier}
     try:
         result["safety"] = safe_sparsity(safety_records(records), margin=margin, alpha=alpha, correction=correction)
@@ -150,9 +188,23 @@ def _f(v: Any, spec: str = ".3f") -> str:
     return "-" if v is None else format(v, spec)
 
 
+def _safe_c(compression: float | None, decision: str | None) -> str:
+    """The safe C, or why there is none: a reading stopped by sample counts is no verdict."""
+    if decision == TOO_FEW:
+        return TOO_FEW if compression in (None, 1.0) else f"{compression:.2f}, then {TOO_FEW}"
+    return _f(compression, ".2f")
+
+
 def render_report(result: dict[str, Any]) -> str:
     lines = [f"records: {result['n_records']} ({result['n_failed']} failed, counted as wrong)",
-             f"convention: {result['convention']}", ""]
+             f"convention: {result['convention']}"]
+    if result.get("cost_context"):
+        lines.append(f"prompt length: {result['cost_context']}")
+    costed = {m: o for m, o in result.get("cost_options", {}).items() if o}
+    lines.append("method options in the costs: " + ("; ".join(
+        f"{m} " + ", ".join(f"{k}={v}" for k, v in sorted(o.items())) for m, o in costed.items())
+        or "the cost model's defaults (the sweep set none that enter a cost)"))
+    lines.append("")
     lines.append("isoCost frontier (points on the frontier, accuracy = mean over tasks):")
     rows = [[r["phase"], r["length"], r["model"], r["method"], _f(r["compression"], ".2f"),
              _f(r["realised_compression"], ".2f"), f"{r['cost']:.3e}", _f(r["accuracy"])]
@@ -165,16 +217,22 @@ def render_report(result: dict[str, Any]) -> str:
     else:
         lines.append(f"safe sparsity: {safety['test']}; margin {safety['margin']}, alpha {safety['alpha']}, "
                      f"correction {safety['correction']}")
-        rows = [[r["model"], r["length"], r["method"], r["phase"], _f(r["dense_accuracy"]),
-                 _f(r["safe_compression"], ".2f"), _f(r["largest_safe_ignoring_order"], ".2f")]
-                for r in sorted(result["safe_sparsity_table"],
-                                key=lambda r: (str(r["model"]), r["length"], r["phase"], r["method"]))]
+        table = sorted(result["safe_sparsity_table"],
+                       key=lambda r: (str(r["model"]), r["length"], r["phase"], r["method"]))
+        rows = [[r["model"], r["length"], r["method"], r["phase"], _f(r["dense_accuracy"]), r["min_samples"],
+                 _safe_c(r["safe_compression"], r["decision"]), _f(r["largest_safe_ignoring_order"], ".2f")]
+                for r in table]
         lines.append("(dense acc: mean over tasks; where it is near 0, 'safe' only says sparse is no worse than nothing)")
-        lines += _table(["model", "length", "method", "phase", "dense acc", "safe C", "largest safe (any order)"], rows)
+        needed = sorted({r["smallest_n"] for r in table})
+        lines.append(f"(smallest n per task at which identical dense and sparse answers could be shown safe here: "
+                     f"{', '.join(str(n) for n in needed)}; below it a level is '{TOO_FEW}', not a verdict)")
+        lines += _table(["model", "length", "method", "phase", "dense acc", "n", "safe C",
+                         "largest safe (any order)"], rows)
         lines.append("")
         lines.append("prefill vs decode: largest safe C over each phase's methods (1.00: no sparse level was safe)")
-        rows = [[r["model"], r["length"], _f(r["prefill"], ".2f"), r["prefill_method"] or "-",
-                 _f(r["decode"], ".2f"), r["decode_method"] or "-"] for r in safety["prefill_vs_decode"]]
+        rows = [[r["model"], r["length"], _safe_c(r["prefill"], r.get("prefill_decision")),
+                 r["prefill_method"] or "-", _safe_c(r["decode"], r.get("decode_decision")),
+                 r["decode_method"] or "-"] for r in safety["prefill_vs_decode"]]
         lines += _table(["model", "length", "prefill C", "by", "decode C", "by"], rows)
     lines.append("")
     for phase, block in result["scaling"].items():
@@ -182,9 +240,14 @@ def render_report(result: dict[str, Any]) -> str:
             lines.append(f"scaling law, {phase}: not fitted ({block['error']})")
             continue
         fit, val = block["fit"], block["validation"]
-        coef = fit.get("coefficients", {})
+        coef, errors = fit.get("coefficients", {}), fit.get("standard_errors", {})
         lines.append(f"scaling law, {phase}: {fit.get('form', '')}")
-        lines.append("  " + ", ".join(f"{k} {_f(v)}" for k, v in coef.items() if not isinstance(v, dict)))
+        if not fit.get("converged", True):
+            lines.append("  the fit did not converge: its coefficients are where the optimiser stopped, not estimates "
+                         "(typically every accuracy at 0 or 1 along an axis); read the standard errors")
+        lines.append("  " + ", ".join(f"{k} {_f(v)}" + ("" if v is None else f" ± {_f(errors.get(k))}")
+                                      for k, v in coef.items() if not isinstance(v, dict))
+                     + " (± one standard error)")
         lines.append(f"  R^2 (logit) {_f(fit.get('r2_logit'))}, R^2 (accuracy) {_f(fit.get('r2_accuracy'))}")
         for fold in val.get("folds", {}).values():
             if fold.get("skipped"):
@@ -192,5 +255,6 @@ def render_report(result: dict[str, Any]) -> str:
                 continue
             per = ", ".join(f"{t}: rho {_f(v.get('spearman'), '.2f')} MAE {_f(v.get('mae'))}"
                             for t, v in fold.get("per_task", {}).items())
-            lines.append(f"  held out largest {fold['axis']}: {per}")
+            warning = "" if fold.get("fit_converged", True) else " (its fit did not converge)"
+            lines.append(f"  held out largest {fold['axis']}{warning}: {per}")
     return "\n".join(lines) + "\n"

@@ -23,10 +23,18 @@ Monotonic reading. Levels are tested in increasing compression; the safe compres
 largest C such that it and every smaller C tested are safe (a fixed-sequence procedure, which needs
 no further adjustment across C). 1.0 means no sparse level was shown safe. The largest safe level
 ignoring order is reported beside it, so a non-monotone pattern is visible.
+
+Too few samples to decide. With identical dense and sparse answers (b = c = 0) the statistic is
+Z = sqrt(n margin / (1 - margin)), so below n = z_alpha^2 (1 - margin) / margin samples a task
+(25 at margin 0.10, alpha 0.05; more after Holm's division of alpha: 35 for two tasks, 41 for three)
+no sparse method that merely matches dense could be shown non-inferior. A level that fails for
+that reason is not evidence against the method: it is marked undecidable, and a reading that stops
+at such a level says 'too few samples to decide', not 'no sparse level was safe'.
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Mapping, Sequence
@@ -39,8 +47,15 @@ from bench.sparse import SparseAnalysisError, finite_or_none, require_finite
 TEST_NAME = "Tango score test for paired proportions, one-sided non-inferiority (Tango 1998)"
 READING = ("safe compression = largest C such that it and every smaller tested C are non-inferior "
            "on all tasks (fixed-sequence); 1.0 = no sparse level shown safe")
+UNDECIDABLE = ("a level is undecidable when even identical dense and sparse answers on these sample "
+               "counts could not show it non-inferior; a reading that stops there is 'too few samples "
+               "to decide' (smallest_n: samples per task needed)")
 DENSE_METHOD = "dense"
 RECORD_FIELDS = ("model", "method", "phase", "length", "task", "compression", "sample_id", "correct")
+DEFAULT_MARGIN = 0.10  # the CLI's --margin default too (bench sweep, bench fit)
+TOO_FEW = "too few samples to decide"
+DECIDED = "decided"
+PHASES = ("prefill", "decode")
 
 
 @dataclass(frozen=True)
@@ -109,7 +124,22 @@ def holm_adjust(p_values: Sequence[float]) -> list[float]:
     return adjusted
 
 
-def safe_sparsity(records: Iterable[Mapping[str, Any]], margin: float = 0.05, alpha: float = 0.05,
+def smallest_deciding_n(margin: float = DEFAULT_MARGIN, alpha: float = 0.05, tasks: int = 1,
+                        correction: str = "holm") -> int:
+    """The fewest samples per task with which identical dense and sparse answers on every one of
+    `tasks` tasks would show a level safe (Holm: the smallest p-value must beat alpha / tasks)."""
+    margin, alpha = _margin(margin), _alpha(alpha)
+    if not isinstance(tasks, int) or tasks < 1:
+        raise SparseAnalysisError(f"tasks must be a positive integer, got {tasks!r}")
+    level = alpha / tasks if correction == "holm" else alpha
+    # Closed form from Z = sqrt(n margin / (1 - margin)), then confirmed with the test itself.
+    n = max(1, math.ceil(norm.isf(level) ** 2 * (1 - margin) / margin) - 2)
+    while tango_noninferiority(0, 0, n, margin)["p_value"] > level:
+        n += 1
+    return n
+
+
+def safe_sparsity(records: Iterable[Mapping[str, Any]], margin: float = DEFAULT_MARGIN, alpha: float = 0.05,
                   correction: str = "holm") -> dict[str, Any]:
     """Safe compression per (model, method, phase, length) from per-sample correctness records.
 
@@ -133,10 +163,11 @@ def safe_sparsity(records: Iterable[Mapping[str, Any]], margin: float = 0.05, al
         dense_accuracy = sum(sum(by_id.values()) / len(by_id) for by_id in tasks.values()) / len(tasks)
         rows.append({"model": model, "method": method, "phase": phase, "length": length,
                      "tasks": sorted(tasks), "dense_accuracy": dense_accuracy, **_reading(tested),
+                     "smallest_n": smallest_deciding_n(margin, alpha, len(tasks), correction),
                      "levels": tested})
     return {"test": TEST_NAME, "margin": margin, "alpha": alpha,
             "correction": "Holm across tasks" if correction == "holm" else "none (intersection-union)",
-            "reading": READING, "rows": rows}
+            "reading": READING, "undecidable": UNDECIDABLE, "rows": rows}
 
 
 def safe_sparsity_table(report: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -144,23 +175,32 @@ def safe_sparsity_table(report: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [{"model": r["model"], "method": r["method"], "phase": r["phase"], "length": r["length"],
              "dense_accuracy": r["dense_accuracy"], "safe_compression": r["safe_compression"],
              "largest_safe_ignoring_order": r["largest_safe_ignoring_order"],
+             "decision": r["decision"], "smallest_n": r["smallest_n"], "min_samples": r["min_samples"],
              "test": report["test"], "margin": report["margin"], "alpha": report["alpha"],
              "correction": report["correction"]} for r in report["rows"]]
 
 
 def phase_comparison(table: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Prefill against decode: per (model, length), each phase's largest safe compression over its
-    methods and the method that reaches it (C = 1 where no sparse level was safe)."""
+    methods and the method that reaches it (C = 1 where no sparse level was safe). A phase whose
+    every method stopped at C = 1 for too few samples has decision 'too few samples to decide'."""
     best: dict[tuple, dict[str, Any]] = {}
     for row in table:
         key = (row["model"], row["length"])
         entry = best.setdefault(key, {"model": row["model"], "length": row["length"],
-                                      "prefill": None, "prefill_method": None,
-                                      "decode": None, "decode_method": None})
+                                      "prefill": None, "prefill_method": None, "prefill_decision": None,
+                                      "decode": None, "decode_method": None, "decode_decision": None})
         safe = row["safe_compression"]
         phase = row["phase"]
         if safe is not None and (entry[phase] is None or safe > entry[phase]):
             entry[phase], entry[f"{phase}_method"] = safe, row["method"] if safe > 1.0 else None
+        undecided = safe == 1.0 and row.get("decision") == TOO_FEW
+        if entry[f"{phase}_decision"] != DECIDED:
+            entry[f"{phase}_decision"] = TOO_FEW if undecided else DECIDED
+    for entry in best.values():
+        for phase in PHASES:
+            if entry[phase] is not None and entry[phase] > 1.0:
+                entry[f"{phase}_decision"] = DECIDED
     return [best[k] for k in sorted(best, key=lambda k: (str(k[0]), k[1]))]
 
 
@@ -186,17 +226,27 @@ def _test_level(compression: float, by_task: Mapping[str, dict[str, Any]],
         result["non_inferior"] = p_adj <= alpha
     missing = sorted(set(dense_by_task) - set(by_task))
     safe = not missing and all(r["non_inferior"] for r in results)
-    return {"compression": compression, "safe": safe, "missing_tasks": missing, "tasks": results}
+    # Could these sample counts show the level safe at all? Identical answers on every task are
+    # the best case short of sparse beating dense (the test's p-value at b = c = 0).
+    best_case = [tango_noninferiority(0, 0, r["n"], margin)["p_value"] for r in results]
+    best_adjusted = holm_adjust(best_case) if correction == "holm" else best_case
+    decidable = bool(results) and all(p <= alpha for p in best_adjusted)
+    return {"compression": compression, "safe": safe, "decidable": decidable, "missing_tasks": missing,
+            "tasks": results}
 
 
-def _reading(levels: Sequence[Mapping[str, Any]]) -> dict[str, float]:
-    safe_c = 1.0
+def _reading(levels: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    safe_c, decision = 1.0, DECIDED
     for level in levels:  # increasing compression
         if not level["safe"]:
+            if not level["decidable"] and not level["missing_tasks"]:
+                decision = TOO_FEW
             break
         safe_c = level["compression"]
     any_order = max([lvl["compression"] for lvl in levels if lvl["safe"]], default=1.0)
-    return {"safe_compression": safe_c, "largest_safe_ignoring_order": any_order}
+    fewest = min((t["n"] for lvl in levels for t in lvl["tasks"]), default=0)
+    return {"safe_compression": safe_c, "largest_safe_ignoring_order": any_order, "decision": decision,
+            "min_samples": fewest}
 
 
 def _collect(records: Iterable[Mapping[str, Any]]) -> tuple[dict, dict]:

@@ -204,17 +204,24 @@ def _law_result(data: _LawData, method: str, tasks: list[str], present: list[int
     shift = treatment.mean()
     slopes: dict[str, float | None] = {SLOPES[a]: None for a in AXES}
     slope_se: dict[str, float | None] = {SLOPES[a]: None for a in AXES}
+    # eps is a linear combination w . coef (intercept, the mean task offset, the centring undone);
+    # w gives its standard error from the same covariance.
     eps = coef[0] + shift
+    eps_weights = np.zeros(len(coef))
+    eps_weights[0] = 1.0
+    eps_weights[1:1 + n_dummies] = 1.0 / (n_dummies + 1)
     for offset, j in enumerate(varying):
         column = 1 + n_dummies + offset
         axis = list(AXES)[j]
         slopes[SLOPES[axis]] = float(coef[column])
         slope_se[SLOPES[axis]] = finite_or_none(math.sqrt(max(cov[column, column], 0.0)))
         eps -= coef[column] * centres[j]  # undo the centring
+        eps_weights[column] = -centres[j]
+    eps_se = finite_or_none(math.sqrt(max(float(eps_weights @ cov @ eps_weights), 0.0)))
     coefficients = {"eps": float(eps), **slopes}
     fit = {
         "form": LOGIT_LAW_FORM, "method": _method_name(method), "coefficients": coefficients,
-        "standard_errors": slope_se,
+        "standard_errors": {"eps": eps_se, **slope_se},
         "delta_task": {task: float(treatment[i] - shift) for i, task in enumerate(tasks)},
         "constant_axes": {list(AXES)[j]: float(data.values[0, j]) for j in range(3) if j not in varying},
         "n_points": int(len(data.trials)), "n_samples": finite_or_none(data.trials.sum()),
@@ -270,7 +277,7 @@ def _held_out_fold(data: _LawData, axis: str, method: str) -> dict[str, Any]:
         per_task[task] = {"n": int(rows.sum()), "spearman": _spearman(predicted, observed),
                           "mae": float(np.mean(np.abs(predicted - observed)))}
     maes = [r["mae"] for r in per_task.values() if "mae" in r]
-    return {**fold, "fit_coefficients": fit["coefficients"], "per_task": per_task,
+    return {**fold, "fit_coefficients": fit["coefficients"], "fit_converged": fit["converged"], "per_task": per_task,
             "mean_mae": float(np.mean(maes)) if maes else None}
 
 

@@ -130,6 +130,13 @@ class HFCausalLM(LMSystem):
         self._weights_sha: str | None = None
 
     @classmethod
+    def attention_methods(cls) -> dict[str, Any]:
+        """The sparse attention methods and options this model runs (checked by `bench sweep`)."""
+        from systems.lm.attention import catalogue
+
+        return catalogue()
+
+    @classmethod
     def availability(cls) -> Availability:
         for module in ("torch", "transformers"):
             found = module_available(module)

@@ -351,6 +351,13 @@ class TinyLlama(LMSystem):
         self._decoder = self._prompt_cache = None
 
     @classmethod
+    def attention_methods(cls) -> dict[str, Any]:
+        """The sparse attention methods and options this model runs (checked by `bench sweep`)."""
+        from systems.lm.attention import catalogue
+
+        return catalogue()
+
+    @classmethod
     def availability(cls) -> Availability:
         for module, pip_name in (("torch", "torch"), ("safetensors", "safetensors")):
             found = module_available(module, pip_name)

@@ -36,6 +36,48 @@ PREFILL_METHODS = tuple(name for name, (_, _, phases) in _METHODS.items() if "pr
 DECODE_METHODS = tuple(name for name, (_, _, phases) in _METHODS.items() if "decode" in phases)
 
 
+def _int(default: int | None, minimum: int) -> dict[str, Any]:
+    return {"type": "int", "min": minimum, "default": default}
+
+
+def _fraction(default: float) -> dict[str, Any]:
+    return {"type": "number", "min": 0.0, "max": 1.0, "default": default}
+
+
+# What each method's constructor takes besides `compression`, written out here (and checked against
+# the constructors by tests) so that callers can validate a method and its options without
+# importing torch. "budget": the method's explicit alternative to compression=C (a sweep sets the
+# budget through C, so these are not structure options); "options": the structure, with the type,
+# range and default the constructor checks and uses.
+_OPTIONS: dict[str, dict[str, Any]] = {
+    "dense": {"budget": (), "options": {}},
+    "vertical-slash": {"budget": ("n_vertical", "n_slash"),
+                       "options": {"last_q": _int(64, 1), "sinks": _int(4, 0), "local": _int(64, 1)}},
+    "flexprefill": {"budget": ("gamma",),
+                    "options": {"tau": _fraction(0.1), "block": _int(64, 1), "min_budget": _int(128, 1),
+                                "max_budget": _int(None, 1), "sinks": _int(4, 0), "local": _int(64, 1)}},
+    "block-sparse": {"budget": ("top_k",),
+                     "options": {"block": _int(64, 1),
+                                 "implementation": {"type": "choice", "choices": ("gather", "mask"),
+                                                    "default": "gather"}}},
+    "streaming": {"budget": ("window",), "options": {"sinks": _int(4, 0)}},
+    "power": {"budget": ("window_blocks",), "options": {"block": _int(64, 1), "sink_blocks": _int(1, 0)}},
+    "snapkv": {"budget": ("capacity",), "options": {"window": _int(32, 1), "kernel": _int(7, 1)}},
+    "ada-snapkv": {"budget": ("capacity",),
+                   "options": {"window": _int(32, 1), "kernel": _int(7, 1), "min_head_fraction": _fraction(0.2)}},
+    "quest": {"budget": ("token_budget",), "options": {"page_size": _int(16, 1)}},
+}
+
+
+def catalogue() -> dict[str, dict[str, Any]]:
+    """Every method as plain data: {name: {"phases", "budget", "options": {option: {"type", "min",
+    "max", "choices", "default"}}}}. LM systems hand it to the sweep (`attention_methods()`),
+    which checks a grid's methods and options before any model loads."""
+    return {name: {"phases": phases, "budget": _OPTIONS[name]["budget"],
+                   "options": {key: dict(spec) for key, spec in _OPTIONS[name]["options"].items()}}
+            for name, (_, _, phases) in _METHODS.items()}
+
+
 def method_class(name: str) -> type:
     if name not in _METHODS:
         raise ValueError(f"unknown attention method {name!r}; known: {', '.join(_METHODS)}")
