@@ -134,10 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--alpha", type=float, default=0.05)
     fit.add_argument("--correction", choices=["holm", "none"], default="holm")
 
-    report = sub.add_parser("report", help="write an HTML report of a run folder (reads its summary.json)")
-    report.add_argument("run_folder", type=Path)
+    report = sub.add_parser("report", help="an HTML page comparing the systems of one or more runs of a task")
+    report.add_argument("run_folders", type=Path, nargs="+", help="run folders (or their summary.json) of one task")
     report.add_argument("--format", default="html", help="report builder (entry point group bench.reports)")
-    report.add_argument("--out", type=Path, help="output file (default: <run folder>/report.html)")
+    report.add_argument("--out", type=Path, help="output file (default: <run folder>/report.html for one run, "
+                                                 "./report.html for several)")
+    report.add_argument("--embed-audio", action="store_true",
+                        help="embed the audio in the page (default: relative links to the run folders)")
 
     gate = sub.add_parser("gate", help="CI gate: does a candidate run regress against a baseline run? "
                                        "(exit 0 pass, 1 regression, 2 cannot decide)")
@@ -191,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "report":
             from bench import registry
 
-            print(registry.get_class("report", args.format)(args.run_folder, args.out))
+            print(registry.get_class("report", args.format)(args.run_folders, args.out, embed_audio=args.embed_audio))
             return 0
         if args.command == "gate":
             from bench.gate import run_gate

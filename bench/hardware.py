@@ -8,6 +8,7 @@ import resource
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 from importlib import metadata
 from typing import Any
 
@@ -70,3 +71,19 @@ def fingerprint() -> dict[str, Any]:
         "python": platform.python_version(),
         "packages": versions,
     }
+
+
+def source_commit() -> str | None:
+    """The git commit the harness runs from ('+dirty' with uncommitted changes to tracked files),
+    or None outside a git checkout. Recorded in every summary so a result can be traced to code."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10, check=False)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")

@@ -64,15 +64,34 @@ def paired_worsening_test(baseline: Sequence[float], candidate: Sequence[float],
                 "p_value": None}
     worse = (b - c) if higher_is_better else (c - b)
     d = worse - tolerance
-    observed = d.mean()
-    rng = np.random.default_rng(seed)
-    signs = rng.integers(0, 2, size=(resamples, n), dtype=np.int8) * 2 - 1
-    flipped = (signs * d).mean(axis=1)
-    # A small relative slack so that floating-point noise in equal means counts as reaching it.
-    reached = np.count_nonzero(flipped >= observed - 1e-12 * max(1.0, abs(observed)))
-    p_value = (1 + reached) / (1 + resamples)
+    p_value = _sign_flip_p(d, seed, resamples, two_sided=False)
     ci = bootstrap_mean_ci(c - b, seed=seed)
     return {"n": int(n), "baseline": float(b.mean()), "candidate": float(c.mean()),
             "difference": float((c - b).mean()), "ci_low": ci[0] if ci else None, "ci_high": ci[1] if ci else None,
-            "p_value": float(p_value)}
+            "p_value": p_value}
 
+
+
+def paired_difference_test(a: Sequence[float], b: Sequence[float], *, seed: int = 0,
+                           resamples: int = PERMUTATIONS) -> dict[str, Any]:
+    """Two-sided paired test of mean(b - a) = 0 by random sign flips (seeded, exact under a
+    symmetric null), with a paired bootstrap 95 % CI of the mean difference."""
+    x = np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64)
+    if x.size == 0:
+        return {"n": 0, "difference": None, "ci_low": None, "ci_high": None, "p_value": None}
+    ci = bootstrap_mean_ci(x, seed=seed)
+    return {"n": int(x.size), "difference": float(x.mean()), "ci_low": ci[0] if ci else None,
+            "ci_high": ci[1] if ci else None, "p_value": _sign_flip_p(x, seed, resamples, two_sided=True)}
+
+
+def _sign_flip_p(d: np.ndarray, seed: int, resamples: int, *, two_sided: bool) -> float:
+    """p-value of mean(d) against random sign flips of d (seeded); (1 + hits) / (1 + resamples)."""
+    rng = np.random.default_rng(seed)
+    signs = rng.integers(0, 2, size=(resamples, d.size), dtype=np.int8) * 2 - 1
+    flipped = (signs * d).mean(axis=1)
+    observed = d.mean()
+    if two_sided:
+        flipped, observed = np.abs(flipped), abs(observed)
+    # A small relative slack so that floating-point noise in equal means counts as reaching it.
+    reached = np.count_nonzero(flipped >= observed - 1e-12 * max(1.0, abs(observed)))
+    return float((1 + reached) / (1 + resamples))

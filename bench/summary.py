@@ -14,7 +14,7 @@ from typing import Any, Iterable
 
 from bench import __version__
 from bench.contracts import Metric, MetricOutput
-from bench.hardware import fingerprint, peak_rss_mb
+from bench.hardware import fingerprint, peak_rss_mb, source_commit
 from bench.results import latest, read_generations, read_scores, records_digest, seal
 from bench.spec import SCHEMA_VERSION
 from bench.stats import describe, percentile
@@ -92,6 +92,7 @@ def summarize(run: Any, wall_s: float | None = None) -> dict[str, Any]:
     return seal({
         "schema_version": SCHEMA_VERSION,
         "harness_version": __version__,
+        "harness_commit": source_commit(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "spec_digest": run.spec.digest(),
         "spec": run.spec.to_dict(),

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# One-time set-up: Debian packages (the classic TTS engines; pocketsphinx-testdata, whose clips the
+# One-time set-up: Debian packages (the classic TTS engines; chromium, in which the tests open the
+# report and leaderboard pages headless; pocketsphinx-testdata, whose clips the
 # tests compare with the shipped copies), then a virtualenv with everything.
 # Idempotent: a second run only checks. Used by `make demo`, `make test` and .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBS="espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts pocketsphinx-testdata"
+DEBS="espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts chromium pocketsphinx-testdata"
 missing=""
 for deb in $DEBS; do
   dpkg-query -W -f='${Status}' "$deb" 2>/dev/null | grep -q "ok installed" || missing="yes"
