@@ -1,5 +1,5 @@
 # The two set-up commands of the README. Each installs what it needs (scripts/setup.sh) first.
-.PHONY: setup demo test bench sparse-sweep tts-corpus tts-train tts-compare tts-ablations
+.PHONY: setup demo test bench sparse-sweep tts-corpus tts-train tts-compare tts-ablations leaderboard
 
 setup:
 	./scripts/setup.sh
@@ -53,3 +53,7 @@ tts-ablations: setup
 	.venv/bin/bench tts-compare --ablation flow --readme README.md
 	.venv/bin/bench tts-compare --ablation nar --readme README.md
 	.venv/bin/bench tts-compare --ablation ar --readme README.md
+
+# The static leaderboard site from the committed results (leaderboard/results) into site/.
+leaderboard: setup
+	.venv/bin/bench leaderboard build --out site

@@ -1,0 +1,1 @@
+"""The static leaderboard: builder (build.py) and the published result files (results/)."""

@@ -1,0 +1,295 @@
+"""`bench leaderboard`: a static leaderboard site built from stored results, and adding runs to it.
+
+  bench leaderboard build [--results DIR ...] [--out SITE/]   (default: leaderboard/results -> site/)
+  bench leaderboard add RUN_FOLDER [--results DIR]              (a validated copy, without audio)
+
+A result is a run folder (spec.json, summary.json, generations.jsonl, scores.jsonl; audio is not
+needed). Every folder is read through bench.results before anything is shown: a malformed or
+tampered folder (a record that is not one, a summary that does not match its records or was
+edited) is refused with the reason in the build log and never rendered.
+
+Only what is comparable is ranked together: runs of the same task, task version and items, with
+the same protocol metrics and the same evaluator revisions. The largest such group of a task is
+its board; runs in any other group are listed below it as set apart, with what differs.
+
+Ranking: by the mean of the task's first protocol metric (its primary value) with the 95 % CI.
+Ties: every pair of entries is compared on the items both have (two-sided paired sign-flip test,
+seeded), p-values Holm-corrected over all pairs of the board; walking down the ranking, an entry
+joins the current tier while it is not significantly different from the tier's first entry,
+otherwise it opens the next tier. Every number links to the page of the run it came from (the
+run's own report, built into the site).
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from bench.errors import BenchError
+
+RESULTS = Path(__file__).resolve().parent / "results"
+ALPHA = 0.05
+RECORD_FILES = ("spec.json", "summary.json", "generations.jsonl", "scores.jsonl")
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+@dataclass
+class Entry:
+    label: str
+    system: str
+    run: Any
+    mean: float | None = None
+    ci: tuple[float | None, float | None] = (None, None)
+    tier: int = 0
+    values: dict[str, float] = field(default_factory=dict)  # item id -> value
+
+
+@dataclass
+class Board:
+    task: str
+    key: tuple
+    runs: list[Any]
+    metric: str = ""
+    value: str = ""
+    higher_is_better: bool = False
+    entries: list[Entry] = field(default_factory=list)
+
+
+def comparability_key(run: Any) -> tuple:
+    spec = run.summary["spec"]
+    metrics = tuple(sorted(run.summary["evaluators"].items()))
+    return (spec["task"].get("name"), str(spec["task"].get("version")), spec.get("items_digest"), metrics)
+
+
+def _describe_difference(key: tuple, main: tuple) -> str:
+    reasons = []
+    if key[1] != main[1]:
+        reasons.append(f"task version {key[1]} (the board: {main[1]})")
+    if key[2] != main[2]:
+        reasons.append("other items (items digest differs)")
+    mine, theirs = dict(key[3]), dict(main[3])
+    if set(mine) != set(theirs):
+        reasons.append(f"metrics {', '.join(sorted(mine))} (the board: {', '.join(sorted(theirs))})")
+    reasons += [f"{m} evaluator {mine[m]!r} (the board: {theirs[m]!r})" for m in sorted(set(mine) & set(theirs))
+                if mine[m] != theirs[m]]
+    return "; ".join(reasons) or "another comparability group"
+
+
+def load_results(folders: Sequence[Path], log: list[str]) -> list[Any]:
+    """Every run folder under the given directories, read and checked; refusals go to the log."""
+    from bench.results import load_run
+
+    runs = []
+    for root in folders:
+        if not Path(root).is_dir():
+            raise BenchError(f"results folder {root} does not exist")
+        for folder in sorted(p for p in Path(root).iterdir() if p.is_dir()):
+            try:
+                runs.append(load_run(folder))
+                log.append(f"ok       {folder.name}")
+            except BenchError as exc:
+                log.append(f"REFUSED  {folder.name}: {exc}")
+    return runs
+
+
+def make_boards(runs: list[Any], log: list[str], seed: int = 0) -> tuple[list[Board], list[tuple[Any, str]]]:
+    """The board of each task (its largest comparable group, ranked) and the runs set apart."""
+    groups: dict[tuple, list[Any]] = {}
+    for run in runs:
+        groups.setdefault(comparability_key(run), []).append(run)
+    by_task: dict[str, list[tuple]] = {}
+    for key in groups:
+        by_task.setdefault(key[0], []).append(key)
+    boards, apart = [], []
+    for task, keys in sorted(by_task.items()):
+        main = max(keys, key=lambda k: (len(groups[k]), max(r.summary.get("created", "") for r in groups[k])))
+        for key in keys:
+            if key != main:
+                for run in groups[key]:
+                    reason = _describe_difference(key, main)
+                    apart.append((run, reason))
+                    log.append(f"apart    {run.folder.name}: {reason}")
+        boards.append(rank(Board(task, main, groups[main]), seed))
+    return boards, apart
+
+
+def rank(board: Board, seed: int = 0) -> Board:
+    from bench.results import metric_ranges
+    from bench.sparse.safety import holm_adjust
+    from bench.stats import describe, paired_difference_test
+
+    first = board.runs[0].summary
+    metric = next((m["name"] for m in first["spec"].get("metrics", [])), "")
+    board.metric = metric
+    cls = metric_ranges({metric}).get(metric)
+    failure_value = cls.failure_value if cls is not None else None
+    names = [s for run in board.runs for s in run.systems]
+    for run in board.runs:
+        scores = run.latest_scores()
+        for system in run.systems:
+            block = run.summary["systems"][system]["metrics"].get(metric)
+            if not block:
+                continue
+            board.value = block["primary"] or next(iter(block["values"]), "")
+            board.higher_is_better = bool(block["higher_is_better"])
+            label = system if names.count(system) == 1 else f"{system} ({run.folder.name})"
+            entry = Entry(label, system, run)
+            for (s, item, m), rec in scores.items():
+                if s == system and m == metric:
+                    if rec["failure"] is None and board.value in rec["values"]:
+                        entry.values[item] = float(rec["values"][board.value])
+                    elif rec["failure"] is not None and failure_value is not None:
+                        entry.values[item] = float(failure_value)
+            d = describe(list(entry.values.values()), seed=run.summary["spec"].get("seed", 0))
+            entry.mean, entry.ci = d["mean"], (d["ci_low"], d["ci_high"])
+            board.entries.append(entry)
+    sign = -1.0 if board.higher_is_better else 1.0
+    board.entries.sort(key=lambda e: (e.mean is None, sign * (e.mean or 0.0), e.label))
+    pairs, p_values = [], []
+    for i, a in enumerate(board.entries):
+        for b in board.entries[i + 1:]:
+            shared = sorted(set(a.values) & set(b.values))
+            if len(shared) >= 2:
+                test = paired_difference_test([a.values[k] for k in shared], [b.values[k] for k in shared], seed=seed)
+                pairs.append((a.label, b.label))
+                p_values.append(test["p_value"])
+    adjusted = dict(zip(pairs, holm_adjust(p_values)))
+    tier, head = 0, None
+    for entry in board.entries:
+        if head is None or adjusted.get((head.label, entry.label), 0.0) < ALPHA:
+            tier += 1
+            head = entry
+        entry.tier = tier
+    return board
+
+
+STYLE = """body{font:15px/1.5 system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
+table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:4px 10px;text-align:right}
+th:first-child,td:first-child,td.l{text-align:left}th{background:#f3f3f3}.ci{color:#777;font-size:13px}
+tr.t0 td{background:#f7fbff}.muted{color:#777}a{color:#1f4e79}pre{background:#f5f5f5;padding:.6em;overflow:auto}"""
+
+
+def _page(title: str, body: list[str]) -> str:
+    return ("<!doctype html><html lang=en><meta charset=utf-8>"
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{_e(title)}</title><style>{STYLE}</style>\n" + "\n".join(body) + "\n</html>\n")
+
+
+def _fmt(value: float | None, scale: float) -> str:
+    return "&ndash;" if value is None else f"{scale * value:.2f}"
+
+
+def board_page(board: Board) -> str:
+    scale = 100.0 if board.metric in ("wer", "cer") else 1.0
+    unit = " %" if scale == 100 else ""
+    direction = "higher is better" if board.higher_is_better else "lower is better"
+    first = board.runs[0].summary
+    body = [f'<p><a href="index.html">&larr; all tasks</a></p><h1>{_e(board.task)}</h1>',
+            f"<p>Ranked by <b>{_e(board.metric)}.{_e(board.value)}</b>{unit} ({direction}), mean over items with the "
+            "95 % bootstrap CI. <b>Tier</b>: entries in one tier are not significantly different from the tier's "
+            f"first entry (two-sided paired sign-flip tests on shared items, Holm-corrected over all pairs, "
+            f"alpha {ALPHA}).</p>",
+            f"<p class=muted>Task version {_e(first['spec']['task'].get('version'))}, items digest "
+            f"<code>{_e(str(first['spec'].get('items_digest'))[:12])}</code>; evaluators: "
+            + "; ".join(f"{_e(m)} <code>{_e(r)}</code>" for m, r in sorted(first["evaluators"].items())) + "</p>",
+            "<table><tr><th>rank</th><th>tier</th><th>system</th><th>" + _e(board.metric) + unit
+            + "</th><th>95 % CI</th><th>items</th><th>family</th><th>run</th></tr>"]
+    for k, e in enumerate(board.entries, 1):
+        link = f"runs/{_e(e.run.folder.name)}.html"
+        family = next((s.get("family", "") for s in e.run.summary["spec"]["systems"] if s["name"] == e.system), "")
+        body.append(f'<tr class="t{(e.tier - 1) % 2}"><td>{k}</td><td>{e.tier}</td><td class=l>{_e(e.label)}</td>'
+                    f'<td><a href="{link}">{_fmt(e.mean, scale)}</a></td><td class=ci>[{_fmt(e.ci[0], scale)}, '
+                    f"{_fmt(e.ci[1], scale)}]</td><td>{len(e.values)}</td><td class=l>{_e(family)}</td>"
+                    f'<td class=l><a href="{link}">{_e(e.run.folder.name)}</a></td></tr>')
+    body.append("</table>")
+    return _page(f"{board.task} leaderboard", body)
+
+
+def index_page(boards: list[Board], apart: list[tuple[Any, str]], log: list[str]) -> str:
+    body = ["<h1>speechbench leaderboard</h1>",
+            "<p>Each task's board ranks only comparable runs: same task version and items, same protocol metrics, "
+            "same evaluator revisions. Every result file is validated and checked against its records before it is "
+            "shown.</p><table><tr><th>task</th><th>entries</th><th>runs</th><th>ranked by</th><th>leader</th></tr>"]
+    for b in boards:
+        leader = b.entries[0].label if b.entries else "&ndash;"
+        body.append(f'<tr><td><a href="{_e(b.task)}.html">{_e(b.task)}</a></td><td>{len(b.entries)}</td>'
+                    f"<td>{len(b.runs)}</td><td class=l>{_e(b.metric)}.{_e(b.value)}</td><td class=l>{_e(leader)}</td></tr>")
+    body.append("</table>")
+    if apart:
+        body.append("<h2>Set apart (not comparable with their task's board)</h2><ul>")
+        body += [f"<li><code>{_e(run.folder.name)}</code> ({_e(run.task)}): {_e(reason)}</li>" for run, reason in apart]
+        body.append("</ul>")
+    refused = [line for line in log if line.startswith("REFUSED")]
+    body.append(f"<h2>Build log</h2><p>{len(refused)} result folder(s) refused.</p><pre>{_e(chr(10).join(log))}</pre>")
+    return _page("speechbench leaderboard", body)
+
+
+def build(results: Sequence[Path], out: Path, seed: int = 0) -> dict[str, Any]:
+    from bench.jsonio import write_text_atomic
+    from reports.html import build as run_page
+
+    log: list[str] = []
+    runs = load_results(results, log)
+    boards, apart = make_boards(runs, log, seed)
+    out.mkdir(parents=True, exist_ok=True)
+    for board in boards:
+        write_text_atomic(out / f"{board.task}.html", board_page(board))
+    for run in runs:
+        target = out / "runs" / f"{run.folder.name}.html"
+        write_text_atomic(target, run_page([run.folder], target))
+    write_text_atomic(out / "index.html", index_page(boards, apart, log))
+    write_text_atomic(out / "build-log.txt", "\n".join(log) + "\n")
+    return {"boards": len(boards), "runs": len(runs), "refused": sum(x.startswith("REFUSED") for x in log),
+            "apart": len(apart)}
+
+
+def add(run_folder: Path, results: Path) -> Path:
+    """Copy a checked run folder into the results (records only; audio stays behind)."""
+    from bench.results import load_run
+
+    run = load_run(run_folder)
+    target = results / run.folder.name
+    if target.exists():
+        raise BenchError(f"{target} exists already; remove it first to replace it")
+    tmp = results / f".{run.folder.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name in RECORD_FILES:
+        shutil.copy2(run.folder / name, tmp / name)
+    tmp.rename(target)
+    load_run(target)  # the copy reads back
+    return target
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench leaderboard", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="action", required=True)
+    b = sub.add_parser("build", help="build the static site")
+    b.add_argument("--results", type=Path, action="append", help=f"results folder(s) (default: {RESULTS})")
+    b.add_argument("--out", type=Path, default=Path("site"), help="output folder (default: site/)")
+    b.add_argument("--seed", type=int, default=0)
+    a = sub.add_parser("add", help="add a run folder to the results (validated; records only)")
+    a.add_argument("run_folder", type=Path)
+    a.add_argument("--results", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    if args.action == "add":
+        print(add(args.run_folder, args.results))
+        return 0
+    stats = build(args.results or [RESULTS], args.out, args.seed)
+    print(f"{args.out / 'index.html'}: {stats['boards']} board(s) from {stats['runs']} run(s); "
+          f"{stats['refused']} refused, {stats['apart']} set apart (see {args.out / 'build-log.txt'})",
+          file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
