@@ -8,9 +8,10 @@ needed). Every folder is read through bench.results before anything is shown: a 
 tampered folder (a record that is not one, a summary that does not match its records or was
 edited) is refused with the reason in the build log and never rendered.
 
-Only what is comparable is ranked together: runs of the same task, task version and items, with
-the same protocol metrics and the same evaluator revisions. The largest such group of a task is
-its board; runs in any other group are listed below it as set apart, with what differs.
+Only what is comparable is ranked together: runs of the same task, task version and items, whose
+ranking metric (the task protocol's first) was scored by the same evaluator revision. The largest
+such group of a task is its board; runs in any other group are listed below it as set apart, with
+what differs.
 
 Ranking: by the mean of the task's first protocol metric (its primary value) with the 95 % CI.
 Ties: every pair of entries is compared on the items both have (two-sided paired sign-flip test,
@@ -63,10 +64,18 @@ class Board:
     entries: list[Entry] = field(default_factory=list)
 
 
+def ranking_metric(run: Any) -> str:
+    """The metric a task's board ranks by: the first of the run's metrics (the task's protocol order)."""
+    return next((m["name"] for m in run.summary["spec"].get("metrics", [])), "")
+
+
 def comparability_key(run: Any) -> tuple:
+    """Runs rank together when they evaluated the same task version and items, and scored the
+    ranking metric with the same evaluator revision (model, normalisation, decoding, code)."""
     spec = run.summary["spec"]
-    metrics = tuple(sorted(run.summary["evaluators"].items()))
-    return (spec["task"].get("name"), str(spec["task"].get("version")), spec.get("items_digest"), metrics)
+    metric = ranking_metric(run)
+    return (spec["task"].get("name"), str(spec["task"].get("version")), spec.get("items_digest"), metric,
+            run.summary["evaluators"].get(metric))
 
 
 def _describe_difference(key: tuple, main: tuple) -> str:
@@ -75,11 +84,10 @@ def _describe_difference(key: tuple, main: tuple) -> str:
         reasons.append(f"task version {key[1]} (the board: {main[1]})")
     if key[2] != main[2]:
         reasons.append("other items (items digest differs)")
-    mine, theirs = dict(key[3]), dict(main[3])
-    if set(mine) != set(theirs):
-        reasons.append(f"metrics {', '.join(sorted(mine))} (the board: {', '.join(sorted(theirs))})")
-    reasons += [f"{m} evaluator {mine[m]!r} (the board: {theirs[m]!r})" for m in sorted(set(mine) & set(theirs))
-                if mine[m] != theirs[m]]
+    if key[3] != main[3]:
+        reasons.append(f"ranked by {key[3]} (the board: {main[3]})")
+    elif key[4] != main[4]:
+        reasons.append(f"{key[3]} evaluator {key[4]!r} (the board: {main[4]!r})")
     return "; ".join(reasons) or "another comparability group"
 
 
@@ -126,8 +134,7 @@ def rank(board: Board, seed: int = 0) -> Board:
     from bench.sparse.safety import holm_adjust
     from bench.stats import describe, paired_difference_test
 
-    first = board.runs[0].summary
-    metric = next((m["name"] for m in first["spec"].get("metrics", [])), "")
+    metric = ranking_metric(board.runs[0])
     board.metric = metric
     cls = metric_ranges({metric}).get(metric)
     failure_value = cls.failure_value if cls is not None else None
@@ -198,8 +205,8 @@ def board_page(board: Board) -> str:
             f"first entry (two-sided paired sign-flip tests on shared items, Holm-corrected over all pairs, "
             f"alpha {ALPHA}).</p>",
             f"<p class=muted>Task version {_e(first['spec']['task'].get('version'))}, items digest "
-            f"<code>{_e(str(first['spec'].get('items_digest'))[:12])}</code>; evaluators: "
-            + "; ".join(f"{_e(m)} <code>{_e(r)}</code>" for m, r in sorted(first["evaluators"].items())) + "</p>",
+            f"<code>{_e(str(first['spec'].get('items_digest'))[:12])}</code>; {_e(board.metric)} evaluator "
+            f"<code>{_e(board.key[4])}</code> (every run ranked here used it).</p>",
             "<table><tr><th>rank</th><th>tier</th><th>system</th><th>" + _e(board.metric) + unit
             + "</th><th>95 % CI</th><th>items</th><th>family</th><th>run</th></tr>"]
     for k, e in enumerate(board.entries, 1):
@@ -215,8 +222,8 @@ def board_page(board: Board) -> str:
 
 def index_page(boards: list[Board], apart: list[tuple[Any, str]], log: list[str]) -> str:
     body = ["<h1>speechbench leaderboard</h1>",
-            "<p>Each task's board ranks only comparable runs: same task version and items, same protocol metrics, "
-            "same evaluator revisions. Every result file is validated and checked against its records before it is "
+            "<p>Each task's board ranks only comparable runs: same task version and items, the ranking metric "
+            "scored by the same evaluator revision. Every result file is validated and checked against its records before it is "
             "shown.</p><table><tr><th>task</th><th>entries</th><th>runs</th><th>ranked by</th><th>leader</th></tr>"]
     for b in boards:
         leader = b.entries[0].label if b.entries else "&ndash;"
