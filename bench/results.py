@@ -234,3 +234,19 @@ def _check_blocks(where: str, block: dict[str, Any]) -> None:
         if mean is not None and low is not None and high is not None and not low - 1e-9 <= mean <= high + 1e-9:
             raise BadResultFile(f"{where}: the mean of '{name}' ({mean}) lies outside its own interval "
                                 f"[{low}, {high}] -> {RERUN}")
+
+
+def load_runs(folders: list[Path], log: list[str]) -> list[RunResults]:
+    """Every run folder directly under the given directories, read and checked; each folder's
+    outcome goes to `log` ('ok', or 'REFUSED' with the reason: a refused folder is never used)."""
+    runs = []
+    for root in folders:
+        if not Path(root).is_dir():
+            raise BenchError(f"results folder {root} does not exist")
+        for folder in sorted(p for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith(".")):
+            try:
+                runs.append(load_run(folder))
+                log.append(f"ok       {folder.name}")
+            except BenchError as exc:
+                log.append(f"REFUSED  {folder.name}: {exc}")
+    return runs

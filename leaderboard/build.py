@@ -91,23 +91,6 @@ def _describe_difference(key: tuple, main: tuple) -> str:
     return "; ".join(reasons) or "another comparability group"
 
 
-def load_results(folders: Sequence[Path], log: list[str]) -> list[Any]:
-    """Every run folder under the given directories, read and checked; refusals go to the log."""
-    from bench.results import load_run
-
-    runs = []
-    for root in folders:
-        if not Path(root).is_dir():
-            raise BenchError(f"results folder {root} does not exist")
-        for folder in sorted(p for p in Path(root).iterdir() if p.is_dir()):
-            try:
-                runs.append(load_run(folder))
-                log.append(f"ok       {folder.name}")
-            except BenchError as exc:
-                log.append(f"REFUSED  {folder.name}: {exc}")
-    return runs
-
-
 def make_boards(runs: list[Any], log: list[str], seed: int = 0) -> tuple[list[Board], list[tuple[Any, str]]]:
     """The board of each task (its largest comparable group, ranked) and the runs set apart."""
     groups: dict[tuple, list[Any]] = {}
@@ -241,10 +224,11 @@ def index_page(boards: list[Board], apart: list[tuple[Any, str]], log: list[str]
 
 def build(results: Sequence[Path], out: Path, seed: int = 0) -> dict[str, Any]:
     from bench.jsonio import write_text_atomic
+    from bench.results import load_runs
     from reports.html import build as run_page
 
     log: list[str] = []
-    runs = load_results(results, log)
+    runs = load_runs(results, log)
     boards, apart = make_boards(runs, log, seed)
     out.mkdir(parents=True, exist_ok=True)
     for board in boards:
