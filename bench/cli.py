@@ -57,6 +57,13 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="task option, e.g. root=/data/seedtts_testset (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print the summary JSON instead of the table")
+    _add_wandb_arguments(p)
+
+
+def _add_wandb_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--wandb", action="store_true",
+                   help="log the finished results to Weights & Biases (offline without an API key; pip install wandb)")
+    p.add_argument("--wandb-project", default="speechbench", help="wandb project (default: speechbench)")
 
 
 def _plugin_commands() -> dict[str, str]:
@@ -124,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--margin", type=float, default=0.10, help="non-inferiority margin for safe sparsity")
     sweep.add_argument("--no-analysis", action="store_true", help="only run; analyse later with `bench fit`")
     sweep.add_argument("--no-progress", action="store_true")
+    _add_wandb_arguments(sweep)
 
     fit = sub.add_parser("fit", help="analyse a sweep folder (frontier, safe sparsity, scaling law) or fit "
                                      "a Chinchilla law to a CSV of params,tokens,loss")
@@ -260,6 +268,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     else:
         print(console_table(summary))
         print(f"\nsummary: {run.folder / 'summary.json'}")
+    if args.wandb:
+        from bench.wandb_log import log
+
+        log("run", run.folder, args.wandb_project)
     return 0
 
 
@@ -310,6 +322,10 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         analyse(folder, margin=args.margin)
         print((folder / "analysis" / "report.txt").read_text())
     print(f"records: {folder / 'records.jsonl'}")
+    if args.wandb:
+        from bench.wandb_log import log
+
+        log("sweep", folder, args.wandb_project)
     return 0
 
 
