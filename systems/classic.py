@@ -124,12 +124,17 @@ class SubprocessTTS(TTSSystem):
     def command(self, text_file: Path, wav_file: Path) -> list[str]:
         raise NotImplementedError
 
-    def synthesize(self, text: str, prompt: Prompt | None, item: TTSItem) -> Audio:
+    def _binary_for(self, text: str, item: TTSItem) -> str:
+        """The engine's path, after checking there is text to say and the engine is installed."""
         if not text.strip():
             raise BenchError(f"item '{item.id}': the text to synthesise is empty")
         binary = shutil.which(self.binary)
         if binary is None:
             raise Unavailable(f"'{self.binary}' is not on PATH -> sudo apt-get install {self.debian_package}")
+        return binary
+
+    def synthesize(self, text: str, prompt: Prompt | None, item: TTSItem) -> Audio:
+        binary = self._binary_for(text, item)
         with tempfile.TemporaryDirectory(prefix="bench-tts-") as tmp:
             text_file, wav_file = Path(tmp) / "input.txt", Path(tmp) / "output.wav"
             text_file.write_text(text.strip() + "\n", encoding="utf-8")
@@ -376,11 +381,7 @@ class Festival(SubprocessTTS):
         self.synthesize("test", None, TTSItem(id="load-probe", text="test"))
 
     def synthesize(self, text: str, prompt: Prompt | None, item: TTSItem) -> Audio:
-        if not text.strip():
-            raise BenchError(f"item '{item.id}': the text to synthesise is empty")
-        binary = shutil.which(self.binary)
-        if binary is None:
-            raise Unavailable(f"'{self.binary}' is not on PATH -> sudo apt-get install {self.debian_package}")
+        binary = self._binary_for(text, item)
         if self._process is None or not self._process.alive():
             # The voice is a checked identifier, so the Scheme expression cannot carry other code.
             self._process = FestivalProcess(binary, str(self.voice), self.timeout_s)
