@@ -104,20 +104,21 @@ def _matching_runs(runs: list[Any], task: str, options: dict[str, str]) -> list[
     return found
 
 
-def _needs(task: str, options: dict[str, str], metric: str, system: str) -> str:
+def _needs(task: str, options: dict[str, str], metric: str, system: str, wanted: dict[str, str]) -> str:
     from bench import registry
 
     needs = []
     try:
-        avail = registry.create("task", task, **options).availability()
-        if not avail.ok:
-            needs.append(f"the test set: {avail.message()}")
+        if not registry.create("task", task, **options).availability().ok:
+            needs.append(f"the {task} test set (`bench tasks list` says where to get it)")
     except BenchError as exc:
-        needs.append(f"the test set ({exc})")
-    if metric in ("wer", "sim", "utmos"):
-        needs.append(f"the paper's {metric} evaluator weights (`bench models list`)")
+        needs.append(f"the {task} test set ({exc})")
+    if metric in wanted:
+        needs.append(f"{wanted[metric]} weights for {metric} (`bench models list`)")
+    elif metric == "utmos":
+        needs.append("UTMOS weights (`bench models list`)")
     if normalise_name(system) != "groundtruth":
-        needs.append(f"{system} itself (its code and weights, run through command-tts; a GPU for its speed)")
+        needs.append(f"{system} itself (code and weights, run through command-tts; a GPU for its speed)")
     return "; ".join(needs)
 
 
@@ -153,7 +154,7 @@ def tts_row(row: dict[str, str], runs: list[Any]) -> Row:
             else:
                 verdict = f"differs by {scale * d['mean'] - published:+.3g}"
             return Row(row, f"{ours} ({_e(run.folder.name)})", verdict, _protocol_difference(run, metric, wanted))
-    return Row(row, "&ndash;", "not reproducible here: needs " + _needs(task, options, metric, row["system"]), "")
+    return Row(row, "&ndash;", "not reproducible here: needs " + _needs(task, options, metric, row["system"], wanted), "")
 
 
 def _sweep_tables(folder: Path) -> tuple[dict[str, Any] | None, list[tuple[str, str, float, float]]]:

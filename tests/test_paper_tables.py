@@ -40,8 +40,8 @@ def test_verdicts_for_measured_rows():
 
 def test_what_cannot_be_reproduced_says_what_it_needs():
     row = tts_row(ROW, [])
-    assert row.verdict.startswith("not reproducible here: needs the test set")
-    assert "F5-TTS (32 NFE) itself" in row.verdict and "evaluator weights" in row.verdict
+    assert row.verdict.startswith("not reproducible here: needs the librispeech-pc test set")
+    assert "F5-TTS (32 NFE) itself" in row.verdict and "whisper-large-v3 weights for wer" in row.verdict
     other = tts_row({**ROW, "test_set": "RALL-E protocol"}, [])
     assert "no task of this harness implements" in other.verdict
 
