@@ -62,6 +62,8 @@ class Board:
     value: str = ""
     higher_is_better: bool = False
     entries: list[Entry] = field(default_factory=list)
+    undecidable: bool = False  # too few shared items for any pair to differ after the correction
+    n_shared: int = 0
 
 
 def ranking_metric(run: Any) -> str:
@@ -152,6 +154,12 @@ def rank(board: Board, seed: int = 0) -> Board:
                 pairs.append((a.label, b.label))
                 p_values.append(test["p_value"])
     adjusted = dict(zip(pairs, holm_adjust(p_values)))
+    # With n shared items a two-sided sign-flip test cannot go below p = 2^(1-n); Holm needs the
+    # smallest p below alpha / pairs: otherwise no pair can ever be separated, and the page says so.
+    n_shared = min((len(set(a.values) & set(b.values)) for i, a in enumerate(board.entries)
+                    for b in board.entries[i + 1:]), default=0)
+    board.undecidable = bool(pairs) and 2.0 ** (1 - n_shared) * len(pairs) >= ALPHA
+    board.n_shared = n_shared
     tier, head = 0, None
     for entry in board.entries:
         if head is None or adjusted.get((head.label, entry.label), 0.0) < ALPHA:
@@ -164,7 +172,7 @@ def rank(board: Board, seed: int = 0) -> Board:
 STYLE = """body{font:15px/1.5 system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
 table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:4px 10px;text-align:right}
 th:first-child,td:first-child,td.l{text-align:left}th{background:#f3f3f3}.ci{color:#777;font-size:13px}
-tr.t0 td{background:#f7fbff}.muted{color:#777}a{color:#1f4e79}pre{background:#f5f5f5;padding:.6em;overflow:auto}"""
+tr.t0 td{background:#f7fbff}.muted{color:#777}.bad{color:#a00}a{color:#1f4e79}pre{background:#f5f5f5;padding:.6em;overflow:auto}"""
 
 
 def _page(title: str, body: list[str]) -> str:
@@ -190,6 +198,10 @@ def board_page(board: Board) -> str:
             f"<p class=muted>Task version {_e(first['spec']['task'].get('version'))}, items digest "
             f"<code>{_e(str(first['spec'].get('items_digest'))[:12])}</code>; {_e(board.metric)} evaluator "
             f"<code>{_e(board.key[4])}</code> (every run ranked here used it).</p>",
+            (f"<p class=bad><b>Tiers cannot separate anything here:</b> with {board.n_shared} shared items the "
+             f"smallest possible p-value is {2.0 ** (1 - board.n_shared):.4f}, and the correction over "
+             f"{len(board.entries) * (len(board.entries) - 1) // 2} pairs needs less than alpha divided by that "
+             "count. More items are needed to rank with confidence.</p>" if board.undecidable else ""),
             "<table><tr><th>rank</th><th>tier</th><th>system</th><th>" + _e(board.metric) + unit
             + "</th><th>95 % CI</th><th>items</th><th>family</th><th>run</th></tr>"]
     for k, e in enumerate(board.entries, 1):

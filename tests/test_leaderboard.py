@@ -96,3 +96,18 @@ def test_pages_render_in_chromium_with_names_inert(results, tmp_path):
         elements = Elements(dom)
         assert "img" not in elements.tags and not [a for a in elements.attributes if a[1].startswith("on")]
         assert all("alert" not in s for s in elements.scripts)
+
+
+def test_a_board_with_too_few_items_says_tiers_cannot_separate(tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(REPO)
+    manifest = write_manifest(tmp_path, {f"u{k}": "x" * (4 + k) for k in range(5)})
+    short = f"{TONE}@short"
+    assert main(["run", "--no-progress", "--task", TASK, "--task-opt", f"manifest={manifest}", "--systems",
+                 f"{TONE},{short}", "--system-opt", f"{short}.seconds_per_char=0.05", "--out", str(tmp_path / "r")]) == 0
+    store = tmp_path / "results"
+    assert main(["leaderboard", "add", str(only_run_folder(tmp_path / "r")), "--results", str(store)]) == 0
+    build([store], tmp_path / "site")
+    page = (tmp_path / "site" / "manifest.html").read_text()
+    # 5 items: the smallest two-sided sign-flip p is 2^-4 = 0.0625 > alpha: every entry in tier 1, and said so.
+    assert "Tiers cannot separate anything here" in page and "smallest possible p-value is 0.0625" in page
