@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import csv
 import html
-import json
 import re
 import sys
 from dataclasses import dataclass
@@ -43,6 +42,7 @@ TEST_SETS = {
     "seed-tts-eval test-hard": ("seed-tts-eval", {"subset": "test-hard"}, {"wer": "paraformer-zh", "sim": "wavlm-ecapa"}),
     "LibriSpeech-PC test-clean 4-10s": ("librispeech-pc", {}, {"wer": "whisper-large-v3", "sim": "wavlm-ecapa"}),
 }
+MIN_DENSE_ACCURACY = 0.05  # below it, non-inferiority to dense says nothing
 # Published metric -> (our metric, value, scale, or a performance field).
 METRICS = {"WER%": ("wer", "wer", 100.0), "CER%": ("wer", "wer", 100.0), "SIM-o": ("sim", "sim", 1.0),
            "UTMOS": ("utmos", "utmos", 1.0), "RTF": ("performance", "rtf_p50", 1.0),
@@ -157,25 +157,16 @@ def tts_row(row: dict[str, str], runs: list[Any]) -> Row:
     return Row(row, "&ndash;", "not reproducible here: needs " + _needs(task, options, metric, row["system"], wanted), "")
 
 
-def _sweep_tables(folder: Path) -> tuple[dict[str, Any] | None, list[tuple[str, str, float, float]]]:
-    """The committed sweep analysis: the fitted laws, and (model, length, prefill C, decode C)."""
-    scaling = None
-    if (folder / "scaling.json").is_file():
-        scaling = json.loads((folder / "scaling.json").read_text(encoding="utf-8"))
-    pairs = []
-    report = folder / "report.txt"
-    if report.is_file():
-        text = report.read_text(encoding="utf-8")
-        section = text.split("prefill vs decode:", 1)[1] if "prefill vs decode:" in text else ""
-        for line in section.splitlines()[3:]:
-            parts = line.split()
-            if len(parts) < 6:  # the blank line after the table
-                break
-            try:
-                pairs.append((parts[0], parts[1], float(parts[2]), float(parts[4])))
-            except ValueError:
-                break
-    return scaling, pairs
+def _sweep_tables(folder: Path) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """The committed sweep analysis: the fitted laws (scaling.json) and, per (model, length), the
+    largest safe compression of each phase with its decision (safe_sparsity.json)."""
+    from bench.jsonio import read_json
+
+    scaling = read_json(folder / "scaling.json") if (folder / "scaling.json").is_file() else None
+    safety = read_json(folder / "safe_sparsity.json") if (folder / "safe_sparsity.json").is_file() else {}
+    dense = {(r["model"], r["length"]): r["dense_accuracy"] for r in safety.get("rows", [])}
+    return scaling, [{**r, "dense_accuracy": dense.get((r["model"], r["length"]))}
+                     for r in safety.get("prefill_vs_decode", [])]
 
 
 def sparse_row(row: dict[str, str], folder: Path) -> Row:
@@ -194,10 +185,15 @@ def sparse_row(row: dict[str, str], folder: Path) -> Row:
             if name != "eps" else "not comparable (an intercept: depends on the models and tasks)"
         return Row(row, text, verdict, scale_note)
     if not pairs:
-        return Row(row, "&ndash;", f"not reproducible here: no committed sweep report in {folder}", "")
-    informative = [(m, n, p, d) for m, n, p, d in pairs if not (p == d == 1.0) and not (p == d and p >= 12)]
-    more = [x for x in informative if x[3] > x[2]]
-    text = "; ".join(f"{_e(m)} L={_e(n)}: prefill {p:g}, decode {d:g}" for m, n, p, d in pairs)
+        return Row(row, "&ndash;", f"not reproducible here: no committed safe_sparsity.json in {folder}", "")
+    # Informative: dense gets something right (else every level is vacuously 'safe'), a sparse level
+    # was safe in at least one phase, and the test could decide in both.
+    informative = [r for r in pairs if (r.get("dense_accuracy") or 0.0) >= MIN_DENSE_ACCURACY
+                   and (r["prefill"] > 1 or r["decode"] > 1)
+                   and "too few" not in f"{r.get('prefill_decision')}{r.get('decode_decision')}"]
+    more = [r for r in informative if r["decode"] > r["prefill"]]
+    text = "; ".join(f"{_e(r['model'])} L={_e(r['length'])}: prefill {r['prefill']:g}, decode {r['decode']:g}"
+                     for r in pairs)
     if informative and len(more) == len(informative):
         verdict = (f"trend reproduced at small scale: decode tolerates more compression in all {len(more)} "
                    "informative (model, length) pairs")
@@ -205,8 +201,8 @@ def sparse_row(row: dict[str, str], folder: Path) -> Row:
         verdict = f"trend partly reproduced: decode > prefill in {len(more)} of {len(informative)} informative pairs"
     else:
         verdict = "not decidable here: no informative (model, length) pair"
-    return Row(row, text, verdict, scale_note + "; pairs where both phases are 1.00 (nothing safe) or both at the "
-               "grid's largest C (dense accuracy 0) are uninformative")
+    return Row(row, text, verdict, scale_note + f"; a pair is informative when dense accuracy is at least "
+               f"{MIN_DENSE_ACCURACY}, a sparse level was safe in a phase and the test could decide")
 
 
 def rows(runs: list[Any], sweep: Path) -> list[Row]:

@@ -49,9 +49,15 @@ def test_what_cannot_be_reproduced_says_what_it_needs():
 def test_sparse_rows_compare_directions(tmp_path):
     (tmp_path / "scaling.json").write_text(json.dumps({"prefill": {"fit": {"coefficients": {"gamma": -1.7, "beta": 0.6},
                                                                           "standard_errors": {"gamma": 0.03}}}}))
-    (tmp_path / "report.txt").write_text(
-        "prefill vs decode: largest safe C\nmodel  length  prefill C  by  decode C  by\n-----\n"
-        "tiny-llama-m   256  1.00  -  1.00  -\ntiny-llama-s   256  2.00  streaming  5.00  quest\n\nscaling law\n")
+    pairs = [{"model": "tiny-llama-m", "length": 256, "prefill": 1.0, "decode": 1.0,
+              "prefill_decision": "decided", "decode_decision": "decided"},
+             {"model": "tiny-llama-s", "length": 256, "prefill": 2.0, "decode": 5.0,
+              "prefill_decision": "decided", "decode_decision": "decided"},
+             {"model": "tiny-llama-xs", "length": 256, "prefill": 12.0, "decode": 12.0,
+              "prefill_decision": "decided", "decode_decision": "decided"}]
+    dense = [{"model": m, "length": 256, "dense_accuracy": a} for m, a in
+             (("tiny-llama-m", 0.54), ("tiny-llama-s", 0.34), ("tiny-llama-xs", 0.0))]
+    (tmp_path / "safe_sparsity.json").write_text(json.dumps({"rows": dense, "prefill_vs_decode": pairs}))
     rows = {r["id"]: r for r in load_published()}
     assert sparse_row(rows["sf-prefill-gamma"], tmp_path).verdict.startswith("trend reproduced at small scale")
     assert sparse_row(rows["sf-prefill-beta"], tmp_path).verdict == "trend differs (opposite sign)"
