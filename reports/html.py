@@ -439,6 +439,16 @@ def write(paths: str | Path | Sequence[str | Path], out: str | Path | None = Non
     from bench.jsonio import write_text_atomic
 
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    from reports.sweep import is_sweep
+
+    if any(is_sweep(Path(p)) for p in paths):
+        from reports.sweep import build as sweep_page
+
+        if len(paths) != 1:
+            raise BenchError("a sweep folder is reported on its own page: give one sweep folder")
+        target = Path(out) if out else Path(paths[0]) / "analysis" / "report.html"
+        write_text_atomic(target, sweep_page(Path(paths[0])))
+        return target
     if out:
         target = Path(out)
     elif len(paths) == 1:

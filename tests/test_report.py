@@ -172,3 +172,35 @@ def test_figures_with_active_content_are_refused():
                 '<svg xmlns="http://www.w3.org/2000/svg"><a href="javascript:alert(1)"><text>x</text></a></svg>'):
         with pytest.raises(ValueError):
             _check_inert(bad)
+
+
+@needs_chromium
+def test_a_sweep_folder_is_reported_on_its_own_page(tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    from systems.lm.data import WordTokenizer
+    from systems.lm.model import init_params, save_checkpoint, size_config
+
+    monkeypatch.chdir(REPO)
+    tokenizer = WordTokenizer.default()
+    config = size_config("xs", tokenizer.vocab_size, 1024)
+    save_checkpoint(tmp_path / "xs", init_params(config, seed=3), config, tokenizer)
+    assert main(["sweep", "--no-progress", "--models", "tiny-llama-xs", "--model-opt",
+                 f"tiny-llama-xs.checkpoint={tmp_path / 'xs'}", "--tasks", "niah-single", "--lengths", "256",
+                 "--prefill-methods", "block-sparse", "--decode-methods", "quest", "--samples", "3",
+                 "--compressions", "2,4", "--out", str(tmp_path / "sw")]) == 0
+    folder = next((tmp_path / "sw").iterdir())
+    assert main(["report", str(folder)]) == 0
+    page = folder / "analysis" / "report.html"
+    dom, console = open_page(page)
+    assert console == []
+    for heading in ("isoCost frontier", "Safe sparsity", "Prefill against decode", "Scaling law", "Realised sparsity"):
+        assert heading in dom
+    assert Elements(dom).tags.count("svg") == 3  # the frontier of each phase, the realised sparsity
+    assert "too few samples to decide" in dom and "did not converge" in dom  # 3 samples, one model
+    import shutil
+
+    shutil.rmtree(folder / "analysis")
+    with pytest.raises(Exception, match="bench fit"):
+        from reports.sweep import build as sweep_page
+
+        sweep_page(folder)
