@@ -204,3 +204,39 @@ def test_a_sweep_folder_is_reported_on_its_own_page(tmp_path, monkeypatch):
         from reports.sweep import build as sweep_page
 
         sweep_page(folder)
+
+
+@needs_chromium
+def test_transcripts_and_task_names_from_a_result_file_stay_inert(run_folder, tmp_path):
+    """A submitted result can carry anything in its transcripts and its task's name: a WER record
+    whose transcript is markup, and a task named with markup, render as text in the DOM."""
+    from bench.results import read_generations, read_scores, records_digest, seal
+
+    evil = '<img src=x onerror=alert(3)><script>alert(4)</script>'
+    scores = [json.loads(line) for line in (run_folder / "scores.jsonl").read_text().splitlines()]
+    for rec in list(scores):
+        if rec["metric"] == "duration" and rec["failure"] is None:
+            scores.append({"system": rec["system"], "item_id": rec["item_id"], "metric": "wer", "values": {"wer": 1.0},
+                           "extra": {"transcript": evil, "normalized_hyp": evil, "normalized_ref": "hello there",
+                                     "errors": 2, "ref_words": 2, "unit": "word"}, "failure": None})
+    (run_folder / "scores.jsonl").write_text("".join(json.dumps(r) + "\n" for r in scores))
+    summary = json.loads((run_folder / "summary.json").read_text())
+    block = {"primary": "wer", "higher_is_better": False, "n_items": 2, "n_failed": 0, "failure_reasons": {},
+             "failures_in_mean": True, "values": {"wer": {"mean": 1.0, "ci_low": 1.0, "ci_high": 1.0, "n": 2}},
+             "corpus": {}}
+    for entry in summary["systems"].values():
+        entry["metrics"]["wer"] = block
+    summary["spec"]["task"]["name"] = '<script>alert("task")</script>'
+    summary["evaluators"]["wer"] = "wer-test"
+    summary["records_digest"] = records_digest(read_generations(run_folder), read_scores(run_folder))
+    (run_folder / "summary.json").write_text(json.dumps(seal(summary)))
+    out = tmp_path / "page.html"
+    assert main(["report", str(run_folder), "--out", str(out)]) == 0
+    dom, console = open_page(out)
+    assert console == []
+    elements = Elements(dom)
+    assert "img" not in elements.tags and elements.tags.count("script") == 1
+    assert not [a for a in elements.attributes if a[1].startswith("on")]
+    # Shown as text: the transcript's words (split into alignment spans) and the task's name.
+    assert "onerror=alert(3)><script>alert(4)</script>" in html.unescape(dom)
+    assert '<script>alert("task")</script>' in html.unescape(dom)
