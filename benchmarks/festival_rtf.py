@@ -20,16 +20,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.timing import spread  # noqa: E402
+
 
 def sentences(n: int) -> list[str]:
     from systems.tts.text import heldout_sentences
 
     return heldout_sentences(n, ())
-
-
-def spread(values: list[float]) -> str:
-    q = statistics.quantiles(values, n=4)
-    return f"median {statistics.median(values):.3f} (IQR {q[0]:.3f}-{q[2]:.3f}, n={len(values)})"
 
 
 def main(argv: list[str] | None = None) -> int:
