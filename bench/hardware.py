@@ -87,3 +87,14 @@ def source_commit() -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def provenance() -> dict[str, Any]:
+    """What ran and where, for results that are opened again much later: harness version and git
+    commit, the machine's fingerprint, and when."""
+    import time
+
+    from bench import __version__
+
+    return {"harness_version": __version__, "harness_commit": source_commit(), "environment": fingerprint(),
+            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

@@ -225,6 +225,10 @@ class Sweep:
                     self._run_parallel(done, recorder)
         finally:
             bar.close()
+        from bench.hardware import provenance
+
+        # The spec names what was computed; this says which code and machine computed it (last run).
+        write_json_atomic(self.folder / "provenance.json", provenance())
         return self.folder
 
     def _run_parallel(self, done: frozenset, recorder: "_Recorder") -> None:

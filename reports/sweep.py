@@ -158,6 +158,27 @@ def _scaling_section(scaling: dict[str, Any]) -> list[str]:
     return out
 
 
+def _provenance_section(folder: Path, grid: dict[str, Any]) -> list[str]:
+    from bench.jsonio import read_json
+
+    out = ["<h2>Provenance</h2><ul>",
+           f"<li>spec: harness {_e(grid.get('harness_version'))}; models "
+           + "; ".join(f"{_e(m.get('name'))} <code>{_e(m.get('revision'))}</code>"
+                       for m in grid.get("model_identities", []) if isinstance(m, dict)) + "</li>"]
+    for label, path in (("sweep run", folder / "provenance.json"), ("analysis", folder / "analysis" / "provenance.json")):
+        if not path.is_file():
+            out.append(f"<li>{label}: not recorded (written by sweeps and analyses since 2026-11-30)</li>")
+            continue
+        p = read_json(path)
+        env = p.get("environment", {})
+        out.append(f"<li>{label}: {_e(p.get('at'))}, harness {_e(p.get('harness_version'))}, commit "
+                   f"<code>{_e(p.get('harness_commit') or 'unknown')}</code>; {_e(env.get('cpu'))}, "
+                   f"{_e(env.get('cpu_count'))} cores, {_e(env.get('ram_gb'))} GB RAM, GPUs: "
+                   f"{_e(', '.join(env.get('gpus', [])) or 'none')}; Python {_e(env.get('python'))}</li>")
+    out.append("</ul>")
+    return out
+
+
 def build(folder: Path) -> str:
     from bench.sweep import load_records
 
@@ -182,5 +203,6 @@ def build(folder: Path) -> str:
     parts.append("<h2>Realised sparsity</h2><p class=muted>What each method realised, per record, against the "
                  "compression it was asked for (sparsity = 1 - 1/C).</p>")
     parts.append(_sparsity_figure(records))
+    parts += _provenance_section(folder, grid)
     parts.append("</html>")
     return "\n".join(parts) + "\n"

@@ -193,7 +193,8 @@ def test_a_sweep_folder_is_reported_on_its_own_page(tmp_path, monkeypatch):
     page = folder / "analysis" / "report.html"
     dom, console = open_page(page)
     assert console == []
-    for heading in ("isoCost frontier", "Safe sparsity", "Prefill against decode", "Scaling law", "Realised sparsity"):
+    for heading in ("isoCost frontier", "Safe sparsity", "Prefill against decode", "Scaling law", "Realised sparsity",
+                    "Provenance", "sweep run: 20", "analysis: 20", "commit"):
         assert heading in dom
     assert Elements(dom).tags.count("svg") == 3  # the frontier of each phase, the realised sparsity
     assert "too few samples to decide" in dom and "did not converge" in dom  # 3 samples, one model

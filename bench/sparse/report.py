@@ -168,6 +168,9 @@ def analyse(folder: Path, *, margin: float = DEFAULT_MARGIN, alpha: float = 0.05
         write_json_atomic(out_dir / f"{name}.json", result[name])
     write_json_atomic(out_dir / "safe_sparsity.json", result["safety"])
     write_json_atomic(out_dir / "scaling.json", result["scaling"])
+    from bench.hardware import provenance
+
+    write_json_atomic(out_dir / "provenance.json", provenance())  # which code and machine analysed
     if plots and frontier:
         result["frontier_plot"] = str(plot_frontier(frontier, out_dir / "frontier.png",
                                                     title="Accuracy against cost (mean over tasks)"))
