@@ -46,8 +46,8 @@ def _require(path: Path, line: int, rec: dict[str, Any], key: str, check: Callab
     if key not in rec:
         if optional:
             return
-        raise _fail(path, line, f"not a {path.stem[:-1] if path.stem.endswith('s') else path.stem} record "
-                                f"(no '{key}'; keys: {', '.join(sorted(rec)) or 'none'})")
+        noun = {"generations": "generation", "scores": "score", "records": "sweep"}.get(path.stem, path.stem)
+        raise _fail(path, line, f"not a {noun} record (no '{key}'; keys: {', '.join(sorted(rec)) or 'none'})")
     if not check(rec[key]):
         raise _fail(path, line, f"'{key}' must be {what}, got {rec[key]!r:.80}")
 
@@ -250,3 +250,29 @@ def load_runs(folders: list[Path], log: list[str]) -> list[RunResults]:
             except BenchError as exc:
                 log.append(f"REFUSED  {folder.name}: {exc}")
     return runs
+
+
+def _unit_or_none(v: Any) -> bool:
+    return v is None or (_is_number(v) and 0.0 <= v <= 1.0)
+
+
+def read_sweep_records(folder: Path) -> list[dict[str, Any]]:
+    """Validated records of a sweep folder (records.jsonl): each evaluation's model, task, length,
+    sample, phase, method and compression, and either a failure or a score and realised sparsity
+    in [0, 1]. A torn last line is left to the sweep's own resume, which cuts it."""
+    path = Path(folder) / "records.jsonl"
+    out = []
+    for line, rec in read_jsonl_numbered(path, repair_tail=False):
+        for key in ("model", "task", "sample_id", "method"):
+            _require(path, line, rec, key, _str, "a string")
+        _require(path, line, rec, "length", lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
+                 "a positive integer")
+        _require(path, line, rec, "phase", lambda v: v in ("dense", "prefill", "decode"), "dense, prefill or decode")
+        _require(path, line, rec, "compression", lambda v: _is_number(v) and v >= 1, "a number >= 1")
+        _require(path, line, rec, "failure", _str_or_none, "null or a failure reason")
+        if rec["failure"] is None:
+            _require(path, line, rec, "score", lambda v: _is_number(v) and 0.0 <= v <= 1.0, "a number in [0, 1]")
+        _require(path, line, rec, "sparsity", _unit_or_none, "null or a number in [0, 1]", optional=True)
+        _require(path, line, rec, "seconds", _nonneg_or_none, "a finite number >= 0 or null", optional=True)
+        out.append(rec)
+    return out

@@ -336,7 +336,9 @@ def load_records(folder: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     spec_path = Path(folder) / "spec.json"
     if not spec_path.exists():
         raise BenchError(f"{folder} is not a sweep folder (no spec.json)")
-    return read_json(spec_path)["spec"], read_jsonl(Path(folder) / "records.jsonl", repair_tail=False)
+    from bench.results import read_sweep_records
+
+    return read_json(spec_path)["spec"], read_sweep_records(Path(folder))
 
 
 def grid_from_names(models: Iterable[str], **kw: Any) -> SweepSpec:

@@ -157,3 +157,22 @@ def test_the_records_digest_ignores_record_order(run_folder):
     assert records_digest(gens, scores) != records_digest(gens, scores[:-1])
     assert json.loads((run_folder / "summary.json").read_text())["records_digest"] == records_digest(gens, scores)
     assert canonical(load_run(run_folder).summary)  # strict JSON throughout
+
+
+def test_sweep_records_are_validated_too(tmp_path):
+    from bench.sweep import load_records
+
+    good = {"model": "m", "task": "niah-single", "length": 256, "sample_id": "s0", "phase": "prefill",
+            "method": "block-sparse", "compression": 2.0, "score": 1.0, "sparsity": 0.5, "failure": None}
+    (tmp_path / "spec.json").write_text(json.dumps({"digest": "x", "spec": {"models": ["m"]}}))
+    for bad, message in (({"foo": 1}, "not a sweep record"), ({**good, "score": 1.5}, "'score' must be a number in"),
+                         ({**good, "compression": 0.5}, "'compression' must be a number >= 1"),
+                         ({**good, "phase": "both"}, "dense, prefill or decode"),
+                         ({**good, "sparsity": -0.1}, "'sparsity' must be null or a number in")):
+        (tmp_path / "records.jsonl").write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
+        with pytest.raises(BadResultFile, match=message) as info:
+            load_records(tmp_path)
+        assert "records.jsonl line 2" in str(info.value)
+    failed = {**good, "score": None, "sparsity": None, "failure": "bad_budget"}
+    (tmp_path / "records.jsonl").write_text(json.dumps(good) + "\n" + json.dumps(failed) + "\n")
+    assert len(load_records(tmp_path)[1]) == 2
