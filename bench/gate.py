@@ -122,15 +122,10 @@ def _comparable(base: Any, cand: Any) -> None:
         raise GateUnusable(f"task {bt.get('name')}: the two runs evaluated different items (items digest differs)")
 
 
-def _failure_values(metrics: set[str]) -> dict[str, float | None]:
-    from bench.results import metric_ranges
-
-    return {name: (cls.failure_value if cls is not None else None) for name, cls in metric_ranges(metrics).items()}
-
-
 def compare(baseline: Any, candidate: Any, rules: Rules, *, pairs: list[tuple[str, str]] | None = None,
             seed: int = 0) -> list[Check]:
     """Checks for every system pair and shared metric. GateUnusable when the runs cannot be compared."""
+    from bench.results import primary_value
     from bench.stats import paired_worsening_test
 
     _comparable(baseline, candidate)
@@ -154,7 +149,6 @@ def compare(baseline: Any, candidate: Any, rules: Rules, *, pairs: list[tuple[st
     if differing:
         raise GateUnusable("evaluator revisions differ, so scores are not comparable: " + "; ".join(
             f"{m}: baseline {b_eval[m]!r}, candidate {c_eval[m]!r}" for m in differing))
-    failure_values = _failure_values(set(metrics))
     b_scores, c_scores = baseline.latest_scores(), candidate.latest_scores()
     checks = []
     for b_sys, c_sys in pairs:
@@ -162,25 +156,16 @@ def compare(baseline: Any, candidate: Any, rules: Rules, *, pairs: list[tuple[st
             block = baseline.summary["systems"][b_sys]["metrics"].get(metric)
             if not block:
                 continue
-            value = block["primary"] or next(iter(block["values"]), "")
+            value = primary_value(block)
             b_items = {i: r for (s, i, m), r in b_scores.items() if s == b_sys and m == metric}
             c_items = {i: r for (s, i, m), r in c_scores.items() if s == c_sys and m == metric}
             missing = sorted(set(b_items) - set(c_items))
             if missing:
                 raise GateUnusable(f"{c_sys} / {metric}: {len(missing)} item(s) scored in the baseline are missing "
                                    f"from the candidate (first: {', '.join(missing[:5])}); finish the candidate run")
-            paired_b, paired_c = [], []
-            fail_value = failure_values.get(metric)
-            for item in sorted(b_items):
-                pair = []
-                for rec in (b_items[item], c_items[item]):
-                    if rec["failure"] is None and value in rec["values"]:
-                        pair.append(float(rec["values"][value]))
-                    elif rec["failure"] is not None and fail_value is not None:
-                        pair.append(float(fail_value))
-                if len(pair) == 2:
-                    paired_b.append(pair[0])
-                    paired_c.append(pair[1])
+            b_values, c_values = baseline.item_values(b_sys, metric), candidate.item_values(c_sys, metric)
+            shared = sorted(set(b_values) & set(c_values))
+            paired_b, paired_c = [b_values[i] for i in shared], [c_values[i] for i in shared]
             rule = rules.for_metric(metric)
             higher = bool(block["higher_is_better"])
             test = paired_worsening_test(paired_b, paired_c, higher_is_better=higher, tolerance=rule.tolerance,

@@ -85,7 +85,7 @@ def read_generations(folder: Path) -> list[dict[str, Any]]:
     return out
 
 
-def metric_ranges(names: set[str]) -> dict[str, Any]:
+def metric_classes(names: set[str]) -> dict[str, Any]:
     """Metric classes by name, for their declared value ranges (None for a metric this
     installation does not know: its values are still checked to be finite)."""
     from bench import registry
@@ -103,7 +103,7 @@ def read_scores(folder: Path) -> list[dict[str, Any]]:
     """Validated score records of a run folder, in file order."""
     path = Path(folder) / "scores.jsonl"
     numbered = read_jsonl_numbered(path)
-    classes = metric_ranges({r["metric"] for _, r in numbered if isinstance(r.get("metric"), str)})
+    classes = metric_classes({r["metric"] for _, r in numbered if isinstance(r.get("metric"), str)})
     out = []
     for line, rec in numbered:
         _require(path, line, rec, "system", _str, "a string")
@@ -127,6 +127,18 @@ def read_scores(folder: Path) -> list[dict[str, Any]]:
                                             f"range [{low}, {high}]")
         out.append(rec)
     return out
+
+
+def failure_value(metric: str) -> float | None:
+    """The value a failed item counts as in the metric's mean (WER: 1.0), None if it declares none
+    or this installation does not know the metric."""
+    cls = metric_classes({metric}).get(metric)
+    return None if cls is None else cls.failure_value
+
+
+def primary_value(block: dict[str, Any]) -> str:
+    """The name of a summary metric block's headline value."""
+    return block.get("primary") or next(iter(block.get("values", {})), "")
 
 
 def latest(records: list[dict[str, Any]], *key: str) -> dict[tuple, dict[str, Any]]:
@@ -172,6 +184,25 @@ class RunResults:
 
     def latest_generations(self) -> dict[tuple, dict[str, Any]]:
         return latest(self.generations, "system", "item_id")
+
+    def item_values(self, system: str, metric: str, *, with_failures: bool = True) -> dict[str, float]:
+        """Item id -> the metric's headline value for one system. A failed item counts with the
+        metric's failure value (as in its mean) when with_failures and the metric declares one;
+        otherwise it is left out."""
+        block = self.summary["systems"].get(system, {}).get("metrics", {}).get(metric)
+        if not block:
+            return {}
+        key = primary_value(block)
+        fail = failure_value(metric) if with_failures else None
+        out = {}
+        for (s, item, m), rec in self.latest_scores().items():
+            if s != system or m != metric:
+                continue
+            if rec["failure"] is None and key in rec["values"]:
+                out[item] = float(rec["values"][key])
+            elif rec["failure"] is not None and fail is not None:
+                out[item] = float(fail)
+        return out
 
 
 def load_run(path: str | Path) -> RunResults:

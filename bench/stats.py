@@ -1,5 +1,5 @@
 """Statistics over per-item values: means with bootstrap confidence intervals, percentiles, a paired
-one-sided test for regressions (the Holm correction is bench.sparse.safety.holm_adjust)."""
+one-sided test for regressions, and all-pairs comparisons with the Holm correction."""
 
 from __future__ import annotations
 
@@ -95,3 +95,22 @@ def _sign_flip_p(d: np.ndarray, seed: int, resamples: int, *, two_sided: bool) -
     # A small relative slack so that floating-point noise in equal means counts as reaching it.
     reached = np.count_nonzero(flipped >= observed - 1e-12 * max(1.0, abs(observed)))
     return float((1 + reached) / (1 + resamples))
+
+
+def pairwise_tests(values: dict[str, dict[str, float]], *, seed: int = 0) -> list[dict[str, Any]]:
+    """Every pair (a, b) of labels, in the given order, compared on the items both have (at least
+    two): paired_difference_test of b - a, with Holm-adjusted p-values over all pairs (p_holm)."""
+    from bench.sparse.safety import holm_adjust
+
+    labels = list(values)
+    tests = []
+    for i, a in enumerate(labels):
+        for b in labels[i + 1:]:
+            shared = sorted(set(values[a]) & set(values[b]))
+            if len(shared) < 2:
+                continue
+            test = paired_difference_test([values[a][k] for k in shared], [values[b][k] for k in shared], seed=seed)
+            tests.append({"a": a, "b": b, **test})
+    for test, adjusted in zip(tests, holm_adjust([t["p_value"] for t in tests])):
+        test["p_holm"] = adjusted
+    return tests

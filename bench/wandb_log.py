@@ -77,13 +77,11 @@ def log_run(folder: Path, project: str = "speechbench") -> Path:
     with_audio = len(gens) <= MAX_AUDIO_ROWS
     columns = ["system", "item_id", "status", "reason", *metrics, "transcript"] + (["audio"] if with_audio else [])
     table = wandb.Table(columns=columns)
+    values = {(system, metric): run.item_values(system, metric, with_failures=False)
+              for system in s["systems"] for metric in metrics}  # a failed item's cell stays empty
     for (system, item), gen in sorted(gens.items()):
         row: list[Any] = [system, item, gen["status"], gen.get("reason")]
-        for metric in metrics:
-            rec = scores.get((system, item, metric))
-            block = s["systems"].get(system, {}).get("metrics", {}).get(metric, {})
-            key = block.get("primary") or ""
-            row.append(None if rec is None or rec["failure"] else rec["values"].get(key))
+        row += [values.get((system, metric), {}).get(item) for metric in metrics]
         wer = scores.get((system, item, "wer"))
         row.append((wer or {}).get("extra", {}).get("transcript"))
         if with_audio:

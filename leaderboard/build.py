@@ -115,50 +115,33 @@ def make_boards(runs: list[Any], log: list[str], seed: int = 0) -> tuple[list[Bo
 
 
 def rank(board: Board, seed: int = 0) -> Board:
-    from bench.results import metric_ranges
-    from bench.sparse.safety import holm_adjust
-    from bench.stats import describe, paired_difference_test
+    from bench.results import primary_value
+    from bench.stats import describe, pairwise_tests
 
     metric = ranking_metric(board.runs[0])
     board.metric = metric
-    cls = metric_ranges({metric}).get(metric)
-    failure_value = cls.failure_value if cls is not None else None
     names = [s for run in board.runs for s in run.systems]
     for run in board.runs:
-        scores = run.latest_scores()
         for system in run.systems:
             block = run.summary["systems"][system]["metrics"].get(metric)
             if not block:
                 continue
-            board.value = block["primary"] or next(iter(block["values"]), "")
+            board.value = primary_value(block)
             board.higher_is_better = bool(block["higher_is_better"])
             label = system if names.count(system) == 1 else f"{system} ({run.folder.name})"
-            entry = Entry(label, system, run)
-            for (s, item, m), rec in scores.items():
-                if s == system and m == metric:
-                    if rec["failure"] is None and board.value in rec["values"]:
-                        entry.values[item] = float(rec["values"][board.value])
-                    elif rec["failure"] is not None and failure_value is not None:
-                        entry.values[item] = float(failure_value)
+            entry = Entry(label, system, run, values=run.item_values(system, metric))
             d = describe(list(entry.values.values()), seed=run.summary["spec"].get("seed", 0))
             entry.mean, entry.ci = d["mean"], (d["ci_low"], d["ci_high"])
             board.entries.append(entry)
     sign = -1.0 if board.higher_is_better else 1.0
     board.entries.sort(key=lambda e: (e.mean is None, sign * (e.mean or 0.0), e.label))
-    pairs, p_values = [], []
-    for i, a in enumerate(board.entries):
-        for b in board.entries[i + 1:]:
-            shared = sorted(set(a.values) & set(b.values))
-            if len(shared) >= 2:
-                test = paired_difference_test([a.values[k] for k in shared], [b.values[k] for k in shared], seed=seed)
-                pairs.append((a.label, b.label))
-                p_values.append(test["p_value"])
-    adjusted = dict(zip(pairs, holm_adjust(p_values)))
+    tests = pairwise_tests({e.label: e.values for e in board.entries}, seed=seed)
+    adjusted = {(t["a"], t["b"]): t["p_holm"] for t in tests}
     # With n shared items a two-sided sign-flip test cannot go below p = 2^(1-n); Holm needs the
     # smallest p below alpha / pairs: otherwise no pair can ever be separated, and the page says so.
     n_shared = min((len(set(a.values) & set(b.values)) for i, a in enumerate(board.entries)
                     for b in board.entries[i + 1:]), default=0)
-    board.undecidable = bool(pairs) and 2.0 ** (1 - n_shared) * len(pairs) >= ALPHA
+    board.undecidable = bool(tests) and 2.0 ** (1 - n_shared) * len(tests) >= ALPHA
     board.n_shared = n_shared
     tier, head = 0, None
     for entry in board.entries:

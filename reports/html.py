@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from bench.errors import BenchError
+from bench.results import primary_value
 
 ALPHA = 0.05
 
@@ -92,10 +93,7 @@ class Page:
                     self.metrics.append(m["name"])
         self._scores = {id(run): run.latest_scores() for run in runs}
         self._gens = {id(run): run.latest_generations() for run in runs}
-        from bench.results import metric_ranges
-
-        classes = metric_ranges(set(self.metrics))
-        self.failure_values = {m: (c.failure_value if c is not None else None) for m, c in classes.items()}
+        self._values: dict[tuple[str, str, bool], dict[str, float]] = {}
 
     def block(self, label: str, metric: str) -> dict[str, Any] | None:
         run, system = self._where(label)
@@ -111,7 +109,7 @@ class Page:
         for label, _, _ in self.rows:
             block = self.block(label, metric)
             if block:
-                return block["primary"] or next(iter(block["values"]), ""), bool(block["higher_is_better"])
+                return primary_value(block), bool(block["higher_is_better"])
         return "", True
 
     def score(self, label: str, item: str, metric: str) -> dict[str, Any] | None:
@@ -122,14 +120,16 @@ class Page:
         run, system = self._where(label)
         return self._gens[id(run)].get((system, item))
 
+    def values(self, label: str, metric: str, *, with_failures: bool) -> dict[str, float]:
+        """Item id -> headline value of one system (bench.results.RunResults.item_values), cached."""
+        key = (label, metric, with_failures)
+        if key not in self._values:
+            run, system = self._where(label)
+            self._values[key] = run.item_values(system, metric, with_failures=with_failures)
+        return self._values[key]
+
     def value(self, label: str, item: str, metric: str, *, with_failures: bool) -> float | None:
-        rec = self.score(label, item, metric)
-        if rec is None:
-            return None
-        key, _ = self.primary(metric)
-        if rec["failure"] is None:
-            return rec["values"].get(key)
-        return self.failure_values.get(metric) if with_failures else None
+        return self.values(label, metric, with_failures=with_failures).get(item)
 
     def items(self) -> list[str]:
         ids = {item for run in self.runs for (_, item) in self._gens[id(run)]}
@@ -149,7 +149,7 @@ def _summary_table(page: Page) -> list[str]:
             if not block:
                 cells.append("<td>&ndash;</td>")
                 continue
-            key = block["primary"] or next(iter(block["values"]), "")
+            key = primary_value(block)
             d = block["values"].get(key, {})
             ci = (f' <span class="ci">[{_num(d.get("ci_low"), _scale(m), 2)}, {_num(d.get("ci_high"), _scale(m), 2)}]'
                   "</span>") if d.get("ci_low") is not None else ""
@@ -175,31 +175,16 @@ def _summary_table(page: Page) -> list[str]:
 def significance(page: Page, seed: int = 0) -> dict[str, list[dict[str, Any]]]:
     """Per metric: every pair of systems compared on their shared items (two-sided paired
     sign-flip test), p-values Holm-adjusted within the metric."""
-    from bench.sparse.safety import holm_adjust
-    from bench.stats import paired_difference_test
+    from bench.stats import pairwise_tests
 
-    labels = [label for label, _, _ in page.rows]
     out: dict[str, list[dict[str, Any]]] = {}
     for metric in page.metrics:
         _, higher = page.primary(metric)
-        tests = []
-        for i, a in enumerate(labels):
-            for b in labels[i + 1:]:
-                xs, ys = [], []
-                for item in page.items():
-                    x = page.value(a, item, metric, with_failures=True)
-                    y = page.value(b, item, metric, with_failures=True)
-                    if x is not None and y is not None:
-                        xs.append(x)
-                        ys.append(y)
-                if len(xs) < 2:
-                    continue
-                test = paired_difference_test(xs, ys, seed=seed)
-                better = b if (test["difference"] > 0) == higher else a
-                tests.append({"a": a, "b": b, "better": better, **test})
-        for test, adjusted in zip(tests, holm_adjust([t["p_value"] for t in tests])):
-            test["p_holm"] = adjusted
-            test["significant"] = adjusted < ALPHA
+        tests = pairwise_tests({label: page.values(label, metric, with_failures=True) for label, _, _ in page.rows},
+                               seed=seed)
+        for test in tests:
+            test["better"] = test["b"] if (test["difference"] > 0) == higher else test["a"]
+            test["significant"] = test["p_holm"] < ALPHA
         out[metric] = tests
     return out
 
@@ -243,7 +228,7 @@ def _figures_section(page: Page) -> list[str]:
             block = page.block(label, "wer")
             rtf = run.summary["systems"][system]["performance"].get("rtf_p50")
             if block and rtf is not None:
-                d = block["values"].get(block["primary"], {})
+                d = block["values"].get(primary_value(block), {})
                 if d.get("mean") is not None:
                     points[label] = {"x": rtf, "y": 100 * d["mean"],
                                      "low": None if d.get("ci_low") is None else 100 * d["ci_low"],
