@@ -20,7 +20,7 @@ from bench.errors import BenchError, Unavailable
 from systems.tts import text as tts_text
 from systems.tts.aligner import beta_binomial_prior, monotonic_alignment
 from systems.tts.dataset import timings_to_durations
-from systems.tts.features import HOP, GriffinLim, log_mel
+from systems.tts.features import HOP, N_MELS, GriffinLim, log_mel
 from systems.tts.system import BadPrompt, TinyAR, TinyFlow, TinyNAR, VocoderCeiling
 from systems.tts.tokenizer import ResidualKMeans, TokenizerConfig
 from tests.tts_fixtures import make_tiny_checkpoints
@@ -186,6 +186,25 @@ def test_autoregressive_family_streams_or_fails_with_no_stop(tiny):
 
 
 @needs_flite
+@pytest.mark.parametrize("acoustic", ["decoder", "codebooks"])
+def test_token_families_acoustic_stages(tiny, acoustic):
+    """Both acoustic stages give the planned frames for a token sequence; the decoder keeps a
+    stream's earlier frames as they were and generates only the new ones."""
+    system = TinyAR(checkpoints=str(tiny), acoustic=acoustic, nfe=2)
+    system.load()
+    assert ("decoder" in system.revision) == (acoustic == "decoder")
+    plan = system.plan(ITEM.text, _prompt())
+    prompt_tokens = torch.from_numpy(system.tokenizer.encode(plan["prompt_mel"]))
+    level1 = [3, 5, 7] * 10 + [1] * (plan["target_frames"] + 5 - 30)  # 5 frames past the plan: END phone
+    frames = system._frames(plan, prompt_tokens, level1)
+    assert frames.shape == (len(level1), N_MELS) and np.isfinite(frames).all()
+    if acoustic == "decoder":
+        again = system._frames(plan, prompt_tokens, level1, known=frames[:20])
+        np.testing.assert_array_equal(again[:20], frames[:20])
+        assert not np.array_equal(again[20:], frames[20:]), "new frames are generated, not copied"
+
+
+@needs_flite
 def test_bad_inputs_are_clear_failures(tiny, tmp_path):
     system = TinyFlow(checkpoints=str(tiny), nfe=1)
     system.load()
@@ -209,6 +228,43 @@ def test_options_are_checked():
         TinyFlow(nfe=0)
     assert TinyFlow(nfe="8").options["nfe"] == 8
     assert TinyFlow().identity()["options"] == {"guidance": 2.0, "nfe": 16, "seed": 0, "sway": -1.0}
+    with pytest.raises(BenchError, match="must be one of decoder, codebooks"):
+        TinyAR(acoustic="vocos")
+    assert TinyNAR().options["acoustic"] == "decoder" and TinyAR(acoustic="codebooks").options["acoustic"] == "codebooks"
+
+
+def test_decoder_starts_as_the_flow_model_and_then_reads_its_tokens(tmp_path):
+    """The decoder is the flow model plus a token table that starts at zero: initialised from the
+    flow model's weights it predicts exactly what the flow model predicts, whatever the tokens;
+    once the table is trained the tokens change the prediction."""
+    from systems.tts.families import initialise_from
+    from systems.tts.flow import FlowConfig, FlowModel
+    from systems.tts.modules import save_checkpoint
+
+    torch.manual_seed(1)
+    small = {"d": 32, "layers": 1, "heads": 2, "text_blocks": 1}
+    flow = FlowModel(FlowConfig(**small)).eval()
+    with torch.no_grad():  # adaLN-Zero gates start closed: open them so that the input matters
+        for p in flow.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    save_checkpoint(tmp_path / "flow", flow, {"kind": "flow"})
+    decoder = FlowModel(FlowConfig(**small, tokens=8)).eval()
+    info = initialise_from(decoder, tmp_path / "flow", lambda _: None)
+    assert info["new_keys"] == ["token_embed.weight"]
+    x, ctx = torch.randn(1, 20, N_MELS), torch.zeros(1, 20, N_MELS)
+    phones, pos, t = torch.randint(2, 40, (1, 20)), torch.rand(1, 20), torch.tensor([0.4])
+    with torch.no_grad():
+        expected = flow(x, ctx, phones, pos, t)
+        for tokens in (torch.zeros(1, 20, dtype=torch.long), torch.randint(0, 8, (1, 20))):
+            torch.testing.assert_close(decoder(x, ctx, phones, pos, t, tokens=tokens), expected)
+        decoder.token_embed.weight.normal_()
+        assert not torch.allclose(decoder(x, ctx, phones, pos, t, tokens=torch.randint(0, 8, (1, 20))), expected)
+    with pytest.raises(ValueError, match="give it the frames' tokens"):
+        decoder(x, ctx, phones, pos, t)
+    # A checkpoint of another shape is refused with the keys that do not fit.
+    wide = FlowModel(FlowConfig(**{**small, "d": 64}, tokens=8))
+    with pytest.raises(BenchError, match="wrong shapes"):
+        initialise_from(wide, tmp_path / "flow", lambda _: None)
 
 
 @needs_flite

@@ -62,17 +62,22 @@ def test_every_stage_trains_and_the_systems_load_it(corpus, tmp_path):
     base = ["train-tts", "--corpus", str(corpus), "--out", str(ckpt)]
     assert main(base + ["--family", "aligner", "--steps", "6"]) == 0
     assert main(base + ["--family", "tokenizer", "--steps", "2"]) == 0
-    for family in ("flow", "nar", "ar"):
+    for family in ("flow", "nar", "ar", "decoder"):
         assert main(base + ["--family", family, "--steps", "2"]) == 0
     assert main(["train-tts", "--out", str(ckpt), "--check"]) == 0
     recipes = json.loads((ckpt / "train_config.json").read_text())["recipes"]
-    assert set(recipes) == {"aligner", "tokenizer", "flow", "nar", "ar"}
+    assert set(recipes) == {"aligner", "tokenizer", "flow", "nar", "ar", "decoder"}
     assert recipes["flow"]["recipe"]["steps"] == 2
-    from systems.tts.system import TinyFlow, TinyNAR
+    # The decoder starts from the flow model it was trained after, and says which.
+    from bench.evaluators import sha256_file
+
+    assert recipes["decoder"]["initialised_from"]["sha256"] == sha256_file(ckpt / "flow" / "model.safetensors")
+    assert recipes["decoder"]["initialised_from"]["new_keys"] == ["token_embed.weight"]
+    from systems.tts.system import TinyAR, TinyFlow, TinyNAR
     from tasks.librivox_mini import LibrivoxMini
 
     item = LibrivoxMini().items()[0]
-    for cls, options in ((TinyFlow, {"nfe": 2}), (TinyNAR, {"steps": 2})):
+    for cls, options in ((TinyFlow, {"nfe": 2}), (TinyNAR, {"steps": 2, "nfe": 2}), (TinyAR, {"nfe": 2})):
         system = cls(checkpoints=str(ckpt), **options)
         system.load()
         audio = system.synthesize("A short test.", item.prompt, item)

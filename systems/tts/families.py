@@ -36,6 +36,7 @@ class Recipe:
     clip: float = 1.0
     seed: int = 0
     bf16: bool = True
+    init: str | None = None  # start from this family's committed weights (keys it lacks start as built)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -45,7 +46,11 @@ RECIPES = {
     "flow": Recipe("flow", steps=2600),
     "nar": Recipe("nar", steps=2000),
     "ar": Recipe("ar", steps=1700),
+    # CosyVoice's token-to-features flow decoder for the token families: the flow model plus a
+    # level-1 token table, fine-tuned from the flow model's weights.
+    "decoder": Recipe("decoder", steps=1200, lr=3e-4, warmup=100, init="flow"),
 }
+DECODER_MODEL = {"tokens": 1024}
 
 
 def learning_rate(recipe: Recipe, step: int) -> float:
@@ -106,10 +111,10 @@ def filler_token(family: str, model_config: Any) -> int | None:
 
 
 def build_model(family: str, config: dict[str, Any] | None = None):
-    if family == "flow":
+    if family in ("flow", "decoder"):
         from systems.tts.flow import FlowConfig, FlowModel
 
-        cfg = FlowConfig(**(config or {}))
+        cfg = FlowConfig(**{**(DECODER_MODEL if family == "decoder" else {}), **(config or {})})
         return FlowModel(cfg), cfg
     if family == "nar":
         from systems.tts.nar import NARConfig, MaskedModel
@@ -121,7 +126,29 @@ def build_model(family: str, config: dict[str, Any] | None = None):
 
         cfg = ARConfig(**(config or {}))
         return ARModel(cfg), cfg
-    raise BenchError(f"unknown family {family!r}; families: flow, nar, ar")
+    raise BenchError(f"unknown family {family!r}; families: flow, nar, ar, decoder")
+
+
+def initialise_from(model, folder: Path, log: Callable[[str], None]) -> dict[str, Any]:
+    """Load another family's committed weights into `model` (the recipe's `init`): every stored
+    key must exist with its shape; the model's extra keys keep their initial values."""
+    from safetensors.torch import load_file
+
+    from bench.evaluators import sha256_file
+
+    path = folder / "model.safetensors"
+    if not path.is_file():
+        raise BenchError(f"the recipe starts from {path}, which does not exist -> bench train-tts --family {folder.name}")
+    state = load_file(str(path))
+    own = model.state_dict()
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(state) & set(own) if tuple(state[k].shape) != tuple(own[k].shape))
+    if unexpected or wrong:
+        raise BenchError(f"{path} does not fit the model: unexpected {unexpected[:4]}, wrong shapes {wrong[:4]}")
+    fresh = sorted(set(own) - set(state))
+    model.load_state_dict({**own, **{k: v.to(own[k].dtype) for k, v in state.items()}}, strict=True)
+    log(f"initialised from {path} ({len(state)} tensors); new: {', '.join(fresh) or 'none'}")
+    return {"from": f"{folder.name}/model.safetensors", "sha256": sha256_file(path), "new_keys": fresh}
 
 
 def train_family(family: str, corpus: Path, out: Path, log: Callable[[str], None], threads: int,
@@ -133,11 +160,12 @@ def train_family(family: str, corpus: Path, out: Path, log: Callable[[str], None
     torch.set_num_threads(threads)
     recipe = RECIPES[family] if steps is None else replace(RECIPES[family], steps=steps)
     utterances, stats = load_aligned_corpus(corpus, out, log)
-    needs_tokens = family in ("nar", "ar")
+    needs_tokens = family in ("nar", "ar", "decoder")
     if needs_tokens:
         attach_tokens(utterances, stats, out, corpus, log)
     torch.manual_seed(recipe.seed)
     model, model_config = build_model(family, model_overrides)
+    initialised = initialise_from(model, out / recipe.init, log) if recipe.init else None
     filler = filler_token(family, model_config)
     log(f"{family}: {count_parameters(model):,} parameters, {recipe.steps} steps of {recipe.batch} x <= {recipe.max_frames} frames")
     loss_fn = _loss_function(family)
@@ -174,11 +202,14 @@ def train_family(family: str, corpus: Path, out: Path, log: Callable[[str], None
     save_checkpoint(folder, model, {"kind": family, "model": model_config.to_json(),
                                     "parameters": count_parameters(model), "stored_as": "float16"}, half=True)
     write_json_atomic(folder / "train_log.json", {"history": history, "recipe": recipe.to_json()})
-    return {"recipe": recipe.to_json(), "model": model_config.to_json(), "threads": threads}
+    result = {"recipe": recipe.to_json(), "model": model_config.to_json(), "threads": threads}
+    if initialised:
+        result["initialised_from"] = initialised
+    return result
 
 
 def _loss_function(family: str):
-    if family == "flow":
+    if family in ("flow", "decoder"):
         from systems.tts.flow import training_loss
 
         def flow_loss(model, batch, gen, rng):

@@ -10,6 +10,14 @@ needs. Inference: Euler steps (NFE) from noise, F5's sway sampling of the step t
 (t + s (cos(pi t / 2) - 1 + t), s = -1 by default, 0 = uniform steps) and guidance
 v = v_cond + w (v_cond - v_uncond).
 
+Token-to-features decoder (`tokens > 0`, CosyVoice's flow-matching decoder, which Seed-TTS's
+diffusion stage resembles): the same model, also told each frame's level-1 speech token (one
+embedding table, zero at the start so that it fine-tunes from the TTS flow model's weights). The
+token families (tiny-ar, tiny-nar) generate level-1 tokens and let this decoder produce the
+features, instead of predicting the finer residual levels (VALL-E's NAR stage; still available).
+Training replaces a fraction `p_token_noise` of the tokens with random codes, so that the decoder
+leans on the phones where a generated token is wrong; tokens are dropped with the text for guidance.
+
 Duration-free option (`alignment: "filler"`, E2/F5's recipe): the phone sequence is padded with
 filler tokens to the frame count instead of aligned (total length from the prompt's speaking rate).
 It needs far more steps than a CPU hour gives (see systems/tts/checkpoints/README.md).
@@ -44,6 +52,8 @@ class FlowConfig:
     p_drop_context: float = 0.3
     p_drop_all: float = 0.2
     min_mask: float = 0.7
+    tokens: int = 0  # > 0: condition on level-1 speech tokens of this many codes (the decoder)
+    p_token_noise: float = 0.1
 
     def __post_init__(self) -> None:
         check_alignment(self.alignment, ('duration', 'filler'))
@@ -58,6 +68,9 @@ class FlowModel(nn.Module):
         self.config = config
         d = config.d
         self.text = FrameText(VOCAB_SIZE + 1, d, config.text_blocks)
+        if config.tokens:  # the last entry is the null token (guidance, no tokens)
+            self.token_embed = nn.Embedding(config.tokens + 1, d)
+            nn.init.zeros_(self.token_embed.weight)
         self.inp = nn.Linear(2 * N_MELS + d, d)
         self.conv_pos = nn.Sequential(nn.Conv1d(d, d, 31, padding=15, groups=16), nn.Mish(),
                                       nn.Conv1d(d, d, 31, padding=15, groups=16), nn.Mish())
@@ -69,11 +82,21 @@ class FlowModel(nn.Module):
         nn.init.zeros_(self.final.weight)
         nn.init.zeros_(self.final.bias)
 
+    @property
+    def null_token(self) -> int:
+        return self.config.tokens
+
     def forward(self, x_t: torch.Tensor, context: torch.Tensor, frame_phones: torch.Tensor,
-                position: torch.Tensor, t: torch.Tensor, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
+                position: torch.Tensor, t: torch.Tensor, pad_mask: torch.Tensor | None = None,
+                tokens: torch.Tensor | None = None) -> torch.Tensor:
         """x_t, context (B, T, N_MELS); frame_phones, position (B, T); t (B,) -> velocity (B, T, N_MELS).
-        pad_mask: (B, T) True on real frames."""
-        h = self.inp(torch.cat([x_t, context, self.text(frame_phones, position)], dim=-1))
+        pad_mask: (B, T) True on real frames. tokens (B, T): the decoder's level-1 tokens."""
+        text = self.text(frame_phones, position)
+        if self.config.tokens:
+            if tokens is None:
+                raise ValueError("this flow model is a token decoder: give it the frames' tokens")
+            text = text + self.token_embed(tokens)
+        h = self.inp(torch.cat([x_t, context, text], dim=-1))
         h = h + self.conv_pos(h.transpose(1, 2)).transpose(1, 2)
         cond = self.time(time_embedding(t, self.config.d))
         positions = torch.arange(h.shape[1])
@@ -112,7 +135,13 @@ def training_loss(model: FlowModel, batch: dict[str, torch.Tensor], gen: torch.G
     drop_context = roll < model.config.p_drop_all + model.config.p_drop_context
     context = context.masked_fill(drop_context[:, None, None], 0.0)
     phones = phones.masked_fill(drop_all[:, None], 0)
-    v = model(x_t, context, phones, batch["position"], t, pad)
+    tokens = None
+    if model.config.tokens:
+        tokens = batch["tokens"][..., 0].clone()
+        noisy = torch.rand(tokens.shape, generator=gen) < model.config.p_token_noise
+        tokens[noisy] = torch.randint(model.config.tokens, (int(noisy.sum()),), generator=gen)
+        tokens = tokens.masked_fill(drop_all[:, None], model.null_token)
+    v = model(x_t, context, phones, batch["position"], t, pad, tokens)
     err = ((v - (x1 - x0)) ** 2).mean(-1)
     weight = (span & pad).float()
     return (err * weight).sum() / weight.sum().clamp_min(1)
@@ -127,21 +156,28 @@ def sway_times(nfe: int, sway: float) -> torch.Tensor:
 @torch.no_grad()
 def sample(model: FlowModel, context: torch.Tensor, frame_phones: torch.Tensor, position: torch.Tensor,
            generate: torch.Tensor, *, nfe: int = 16, sway: float = -1.0, guidance: float = 2.0,
-           seed: int = 0) -> torch.Tensor:
+           seed: int = 0, tokens: torch.Tensor | None = None) -> torch.Tensor:
     """Integrate the flow for one utterance. context (T, N_MELS) (zeros where generate is True),
-    frame_phones/position (T,), generate (T,) bool -> (T, N_MELS) features (context frames kept)."""
+    frame_phones/position (T,), generate (T,) bool -> (T, N_MELS) features (context frames kept).
+    tokens (T,): every frame's level-1 token, for a token decoder."""
     model.eval()
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(context.shape, generator=gen)[None]
     ctx = context.masked_fill(generate[:, None], 0.0)[None]
     phones, pos = frame_phones[None], position[None]
+    toks = null = None
+    if model.config.tokens:
+        if tokens is None or tokens.shape[0] != context.shape[0]:
+            raise ValueError("a token decoder needs one token per frame")
+        toks = tokens.long()[None]
+        null = torch.full_like(toks, model.null_token)
     times = sway_times(nfe, sway)
     for i in range(nfe):
         t0, t1 = float(times[i]), float(times[i + 1])
         t = torch.tensor([t0])
-        v = model(x, ctx, phones, pos, t)
+        v = model(x, ctx, phones, pos, t, tokens=toks)
         if guidance:
-            v_null = model(x, torch.zeros_like(ctx), torch.zeros_like(phones), pos, t)
+            v_null = model(x, torch.zeros_like(ctx), torch.zeros_like(phones), pos, t, tokens=null)
             v = v + guidance * (v - v_null)
         x = x + (t1 - t0) * v
     out = torch.where(generate[:, None], x[0], context)

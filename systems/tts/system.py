@@ -41,7 +41,11 @@ class BadPrompt(BenchError):
     reason = "bad_prompt"
 
 
-def _parse(name: str, key: str, value: Any, kind: type, low: float | None = None, high: float | None = None):
+def _parse(name: str, key: str, value: Any, kind: type | tuple, low: float | None = None, high: float | None = None):
+    if isinstance(kind, tuple):  # a choice among names
+        if value not in kind:
+            raise BenchError(f"system '{name}': option {key}={value!r} must be one of {', '.join(kind)}")
+        return value
     try:
         parsed = kind(value)
     except (TypeError, ValueError):
@@ -62,7 +66,7 @@ class OurTTS(TTSSystem):
     inference_revision: ClassVar[str] = ""
     license = "Apache-2.0 (weights trained here on a synthetic corpus)"
     clones_voice = True
-    # option -> (type, low, high, default)
+    # option -> (type, low, high, default); a tuple of names as the type is a choice (low, high None)
     option_spec: ClassVar[dict[str, tuple]] = {}
 
     def __init__(self, **options: Any):
@@ -260,14 +264,70 @@ class TinyFlow(OurTTS):
         return out[p:].numpy()
 
 
+ACOUSTIC_OPTIONS = {"acoustic": (("decoder", "codebooks"), None, None, "decoder"), "nfe": (int, 1, 256, 16)}
+
+
 class TokenFamily(OurTTS):
+    """A family that generates speech tokens. Its acoustic stage turns them into features:
+    `acoustic=decoder` (default; CosyVoice's flow-matching decoder from the level-1 tokens, the
+    phones and the prompt's features, `nfe` Euler steps with sway sampling and guidance 2) or
+    `acoustic=codebooks` (the family's own finer residual levels: VALL-E's NAR stage for tiny-ar,
+    MaskGCT-style joint prediction for tiny-nar)."""
+
     def needed_folders(self) -> tuple[str, ...]:
-        return ("aligner", "duration", "tokenizer", self.family_dir)
+        folders = ("aligner", "duration", "tokenizer", self.family_dir)
+        return folders + ("decoder",) if self.options["acoustic"] == "decoder" else folders
 
     def load_tokenizer(self) -> None:
         from systems.tts.tokenizer import ResidualKMeans
 
         self.tokenizer = ResidualKMeans.load(self.folder / "tokenizer")
+        if self.options["acoustic"] == "decoder":
+            from systems.tts.flow import FlowConfig, FlowModel
+            from systems.tts.modules import load_weights_strict, read_config
+
+            config = FlowConfig(**read_config(self.folder / "decoder")["model"])
+            if config.tokens != self.tokenizer.codes:
+                raise BenchError(f"the decoder reads {config.tokens} token codes but the tokenizer has {self.tokenizer.codes}")
+            self.decoder = FlowModel(config)
+            load_weights_strict(self.decoder, self.folder / "decoder" / "model.safetensors")
+            self.decoder.eval()
+
+    def decode_level1(self, plan: dict[str, Any], prompt_tokens, level1, known: np.ndarray | None = None) -> np.ndarray:
+        """The decoder's target frames for level-1 tokens `level1` (after the prompt's). Frames
+        beyond the planned ones carry the END phone. `known`: target frames already final (a
+        stream's earlier chunks), kept as context and not generated again."""
+        import torch
+
+        from systems.tts.flow import sample
+
+        p, n = plan["prompt_frames"], len(level1)
+        frame_phones, position = frames_conditioning(plan, p + n)
+        context = np.zeros((p + n, plan["prompt_mel"].shape[1]), np.float32)
+        context[:p] = plan["prompt_mel"]
+        fixed = p
+        if known is not None and len(known):
+            context[p:p + len(known)] = known
+            fixed += len(known)
+        generate = torch.zeros(p + n, dtype=torch.bool)
+        generate[fixed:] = True
+        tokens = torch.cat([torch.as_tensor(prompt_tokens)[:, 0], torch.as_tensor(level1, dtype=torch.long)])
+        out = sample(self.decoder, torch.from_numpy(context), torch.from_numpy(frame_phones), torch.from_numpy(position),
+                     generate, nfe=self.options["nfe"], sway=-1.0, guidance=2.0, seed=self.options["seed"], tokens=tokens)
+        return out[p:].numpy()
+
+
+def frames_conditioning(plan: dict[str, Any], total: int) -> tuple[np.ndarray, np.ndarray]:
+    """The plan's frame phones and positions for `total` frames: cut, or extended with the END
+    phone where a model generated more frames than the durations planned."""
+    from systems.tts.text import END_ID
+
+    fp = np.asarray(plan["frame_phones"][:total]).copy()
+    pos = np.asarray(plan["position"][:total], dtype=np.float32).copy()
+    if len(fp) < total:
+        fp = np.concatenate([fp, np.full(total - len(fp), END_ID)])
+        pos = np.concatenate([pos, np.zeros(total - len(pos), np.float32)])
+    return fp, pos
 
 
 class TinyNAR(TokenFamily):
@@ -275,8 +335,9 @@ class TinyNAR(TokenFamily):
     family = "nar"
     family_dir = "nar"
     description = ("our masked generative TTS (MaskGCT style, residual k-means tokens, frame-aligned phones); "
-                   "options steps, temperature, top_k, seed, vocoder")
-    option_spec = {"steps": (int, 1, 100, 16), "temperature": (float, 0.0, 5.0, 1.0), "top_k": (int, 0, 4096, 50)}
+                   "options steps, temperature, top_k, acoustic, nfe, seed, vocoder")
+    option_spec = {"steps": (int, 1, 100, 16), "temperature": (float, 0.0, 5.0, 1.0), "top_k": (int, 0, 4096, 50),
+                   **ACOUSTIC_OPTIONS}
 
     def load_family(self) -> None:
         from systems.tts.modules import load_weights_strict
@@ -296,7 +357,10 @@ class TinyNAR(TokenFamily):
         tokens = generate(self.model, prompt_tokens, torch.from_numpy(plan["frame_phones"]),
                           torch.from_numpy(plan["position"]), steps=self.options["steps"],
                           temperature=self.options["temperature"], top_k=self.options["top_k"], seed=self.options["seed"])
-        return self.tokenizer.decode(tokens[plan["prompt_frames"]:].numpy())
+        target = tokens[plan["prompt_frames"]:]
+        if self.options["acoustic"] == "decoder":
+            return self.decode_level1(plan, prompt_tokens, target[:, 0])
+        return self.tokenizer.decode(target.numpy())
 
 
 class TinyAR(TokenFamily):
@@ -306,9 +370,9 @@ class TinyAR(TokenFamily):
     inference_revision = "2"  # 2: phone features over the whole planned sequence (1 ran them frame by frame)
     streaming = True
     description = ("our autoregressive codec-LM TTS (VALL-E with RALL-E's duration guidance, KV cache, streaming); "
-                   "options temperature, top_k, top_p, chunk, seed, vocoder")
+                   "options temperature, top_k, top_p, chunk, acoustic, nfe, seed, vocoder")
     option_spec = {"temperature": (float, 0.01, 5.0, 1.0), "top_k": (int, 0, 4096, 50), "top_p": (float, 0.0, 1.0, 0.0),
-                   "chunk": (int, 8, 1000, 48)}
+                   "chunk": (int, 8, 1000, 48), **ACOUSTIC_OPTIONS}
 
     def load_family(self) -> None:
         from systems.tts.ar import ARConfig, ARModel
@@ -319,20 +383,15 @@ class TinyAR(TokenFamily):
         load_weights_strict(self.model, self.folder / "ar" / "model.safetensors")
         self.model.eval()
 
-    def _frames(self, plan: dict[str, Any], prompt_tokens, level1: list[int]) -> np.ndarray:
+    def _frames(self, plan: dict[str, Any], prompt_tokens, level1: list[int], known: np.ndarray | None = None) -> np.ndarray:
         import torch
 
         from systems.tts.ar import fill_levels
 
+        if self.options["acoustic"] == "decoder":
+            return self.decode_level1(plan, prompt_tokens, level1, known)
         p = plan["prompt_frames"]
-        total = p + len(level1)
-        fp = np.asarray(plan["frame_phones"][:total]).copy()
-        pos = np.asarray(plan["position"][:total]).copy()
-        if len(fp) < total:  # beyond the planned frames: the END phone
-            from systems.tts.text import END_ID
-
-            fp = np.concatenate([fp, np.full(total - len(fp), END_ID)])
-            pos = np.concatenate([pos, np.zeros(total - len(pos), np.float32)])
+        fp, pos = frames_conditioning(plan, p + len(level1))
         all_level1 = torch.cat([prompt_tokens[:, 0], torch.tensor(level1, dtype=torch.long)])
         tokens = fill_levels(self.model, all_level1, prompt_tokens, torch.from_numpy(fp), torch.from_numpy(pos))
         return self.tokenizer.decode(tokens[p:].numpy())
@@ -359,9 +418,11 @@ class TinyAR(TokenFamily):
         return self._frames(plan, prompt_tokens, level1)
 
     def synthesize_stream(self, text: str, prompt: Prompt | None, item: TTSItem) -> Iterator[Audio]:
-        """Audio every `chunk` frames: stage 2 and the vocoder run on everything generated so far
-        and the new part is handed out (Griffin-Lim is not causal, so each chunk is vocoded with
-        the frames before it as context)."""
+        """Audio every `chunk` frames: the acoustic stage and the vocoder run on everything
+        generated so far and the new part is handed out (Griffin-Lim is not causal, so each chunk
+        is vocoded with the frames before it as context). The decoder keeps the frames of earlier
+        chunks as context and generates only the new ones (CosyVoice's chunked decoding); the
+        codebook stage re-predicts them all."""
         import torch
 
         from systems.tts.features import HOP
@@ -373,6 +434,7 @@ class TinyAR(TokenFamily):
             emitted = 0  # samples handed out so far
             held = np.zeros(0, np.float32)  # the previous pass's samples after `emitted`
             chunk = self.options["chunk"]
+            frames: np.ndarray | None = None  # target frames decoded so far
 
             def piece(audio: Audio, end: int) -> Audio:
                 # Each pass re-vocodes everything, so passes differ slightly at the seam: crossfade
@@ -387,7 +449,8 @@ class TinyAR(TokenFamily):
             for token in self._stream_tokens(plan, prompt_tokens):
                 level1.append(token)
                 if len(level1) % chunk == 0:
-                    audio = self.to_audio(self._frames(plan, prompt_tokens, level1))
+                    frames = self._frames(plan, prompt_tokens, level1, frames)
+                    audio = self.to_audio(frames)
                     # Keep back the last frames: Griffin-Lim's edge is not final until more arrive.
                     ready = max(0, len(audio.samples) - 4 * HOP)
                     if ready > emitted:
@@ -396,7 +459,7 @@ class TinyAR(TokenFamily):
                         emitted = ready
             if not level1:
                 raise BenchError("the model emitted end-of-speech before any frame")
-            audio = self.to_audio(self._frames(plan, prompt_tokens, level1))
+            audio = self.to_audio(self._frames(plan, prompt_tokens, level1, frames))
             if len(audio.samples) > emitted:
                 yield piece(audio, len(audio.samples))
 

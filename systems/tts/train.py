@@ -3,6 +3,7 @@
   bench train-tts --family aligner     feature statistics, the aligner and the duration predictor
   bench train-tts --family tokenizer   the residual k-means speech tokenizer (needs: aligner's stats)
   bench train-tts --family flow|nar|ar the model families (need: aligner; nar and ar: tokenizer)
+  bench train-tts --family decoder     the token families' features decoder (needs: tokenizer, flow)
   bench train-tts --check              verify the committed checkpoints against MANIFEST.sha256
 
 Each stage writes <out>/<family>/{config.json, model.safetensors, train_log.json}, records its recipe
@@ -28,7 +29,7 @@ from bench.errors import BenchError
 from bench.evaluators import sha256_file
 
 CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
-FAMILIES = ("aligner", "tokenizer", "flow", "nar", "ar")
+FAMILIES = ("aligner", "tokenizer", "flow", "nar", "ar", "decoder")
 
 
 def _log_to(path: Path | None):
