@@ -305,6 +305,49 @@ def test_duration_free_flow_lays_out_phones_then_fillers(tiny, tmp_path):
     assert len(system.synthesize(ITEM.text, _prompt(), ITEM).samples) > 0
 
 
+@needs_flite
+def test_duration_free_nar_reads_phones_as_a_prefix_and_takes_the_prompts_rate(tiny, tmp_path):
+    import numpy as np
+
+    from systems.tts.nar import MaskedModel, NARConfig, training_loss
+    from systems.tts.modules import save_checkpoint
+    from systems.tts.train import write_manifest
+
+    config = NARConfig(d=32, layers=1, heads=2, levels=2, codes=16, text_blocks=1, alignment="prefix")
+    torch.manual_seed(0)
+    model = MaskedModel(config)
+    # Training: each crop's phones are its prefix; the loss is finite and reaches the weights.
+    batch = {"tokens": torch.randint(0, 16, (2, 30, 2)), "pad_mask": torch.ones(2, 30, dtype=torch.bool),
+             "frame_phones": torch.zeros(2, 30, dtype=torch.long), "position": torch.zeros(2, 30),
+             "texts": [(np.array([5, 6, 7]), None), (np.array([8, 9]), None)]}
+    batch["pad_mask"][1, 25:] = False
+    loss, _ = training_loss(model, batch, torch.Generator().manual_seed(0), np.random.default_rng(0))
+    loss.backward()
+    assert torch.isfinite(loss) and model.text.embed.weight.grad.abs().sum() > 0
+    # The frames' logits depend on the phones (they attend to the prefix), not on frame phones.
+    tokens = torch.full((1, 10, 2), model.mask_id)
+    with torch.no_grad():
+        a = model(tokens, None, None, phones=torch.tensor([[5, 6, 7]]))
+        b = model(tokens, None, None, phones=torch.tensor([[9, 10, 11]]))
+    assert a.shape == (1, 10, 2, 16) and not torch.allclose(a, b)
+    with pytest.raises(ValueError, match="phone sequence"):
+        model(tokens, None, None)
+    # As a system: the length comes from the prompt's frames per phone; the decoder is refused.
+    copy = tmp_path / "ckpt"
+    shutil.copytree(tiny, copy)
+    save_checkpoint(copy / "nar", model, {"kind": "nar", "model": config.to_json()}, half=True)
+    write_manifest(copy)
+    with pytest.raises(BenchError, match="acoustic=codebooks"):
+        TinyNAR(checkpoints=str(copy)).load()
+    system = TinyNAR(checkpoints=str(copy), acoustic="codebooks", steps=2)
+    system.load()
+    plan = system.plan(ITEM.text, _prompt())
+    target_phones = len(plan["phones"]) - plan["prompt_phones"]
+    expected = round(target_phones * plan["prompt_frames"] / plan["prompt_phones"])
+    audio = system.synthesize(ITEM.text, _prompt(), ITEM)
+    assert abs(len(audio.samples) - (expected - 1) * HOP) <= HOP
+
+
 def test_autoregressive_cached_generation_matches_a_full_forward_pass():
     """Greedy generation with the KV cache must pick, at every frame, the token a full
     teacher-forced pass over the same tokens picks: same phone features (FrameText's convolutions

@@ -330,6 +330,31 @@ def test_long_clips_are_cut_into_padded_30s_windows(whisper_base):
     assert len(whisper_base._windows(np.zeros(rate * 30, dtype=np.float32))) == 1
 
 
+def test_padding_log_mel_is_the_extractors_own_bit_for_bit():
+    """The shortcut for the padding (only frames that touch the audio are transformed) must give
+    exactly the extractor's features of the zero-padded 30-s window: real clips, a clip whose end
+    falls mid-frame, one sample, silence, and a clip just short of 30 s."""
+    pytest.importorskip("faster_whisper")
+    from faster_whisper.feature_extractor import FeatureExtractor
+
+    from bench.metrics.wer import padded_window_features
+
+    extractor = FeatureExtractor(feature_size=80)
+    window = 30 * 16000
+    rng = np.random.default_rng(0)
+    clips = [read_audio(path).resampled(16000).samples for path in LIBRIVOX[:3]]
+    clips += [rng.normal(0, 0.1, n).astype(np.float32) for n in (5, 161, 800, 3333, 16077, 50001)]
+    clips += [np.ones(1, np.float32) * 0.5,
+              np.zeros(8000, np.float32), rng.normal(0, 0.1, window - 150).astype(np.float32)]
+    for chunk in clips:
+        padded = np.zeros(window, dtype=np.float32)
+        padded[:len(chunk)] = chunk
+        expected = extractor(padded, padding=0)[:, :extractor.nb_max_frames]
+        got = padded_window_features(extractor, chunk, window)
+        assert got.dtype == expected.dtype and got.shape == expected.shape == (80, 3000)
+        np.testing.assert_array_equal(got, expected)
+
+
 @pytest.mark.slow
 def test_whisper_tiny_en_golden_and_english_only():
     pytest.importorskip("faster_whisper")

@@ -8,11 +8,15 @@ u ~ U(0, 1), is masked (MaskGIT's cosine schedule); cross-entropy on the masked 
 Inference: all target frames start masked; each of `steps` rounds predicts them all, samples level
 1 (temperature, top-k) and takes the other levels greedily, and keeps unmasked the most confident
 frames so that a cos(pi k / 2K) share stays masked after round k (confidence noise decays to zero,
-as in MaskGIT). One network predicts all levels of a frame at once (MaskGCT splits text-to-semantic
-and semantic-to-acoustic into two models; at this size one model trains in the CPU budget).
+as in MaskGIT). One network predicts all levels of a frame at once; by default the system keeps
+only level 1 and lets the shared flow-matching decoder make the features (systems/tts/system.py,
+`acoustic`), the split MaskGCT makes between text-to-semantic and semantic-to-acoustic.
 
-Duration-free form (MaskGCT's T2S: the phones as a prefix of the sequence, the total length from
-the prompt's speaking rate): not implemented yet; `alignment` accepts only "duration" so far.
+Duration-free form (`alignment: "prefix"`, MaskGCT's T2S): no frame carries a phone; the phones
+(refined by the same ConvNeXt blocks) are a prefix of the sequence, and every frame attends to all
+of them and to every other frame. At inference the total length comes from the prompt's speaking
+rate alone (target phones x the prompt's frames per phone), as MaskGCT does. It must find the
+alignment itself, which takes far more steps than the CPU budget (systems/tts/checkpoints/README.md).
 """
 
 from __future__ import annotations
@@ -40,10 +44,10 @@ class NARConfig:
     codes: int = 1024
     text_blocks: int = 2
     max_prompt: float = 0.4
-    alignment: str = "duration"  # the prefix (duration-free) form is not implemented yet
+    alignment: str = "duration"  # duration | prefix (duration-free, MaskGCT's T2S)
 
     def __post_init__(self) -> None:
-        check_alignment(self.alignment, ('duration',))
+        check_alignment(self.alignment, ('duration', 'prefix'))
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -64,18 +68,27 @@ class MaskedModel(nn.Module):
     def mask_id(self) -> int:
         return self.config.codes
 
-    def forward(self, tokens: torch.Tensor, frame_phones: torch.Tensor, position: torch.Tensor,
-                pad_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """tokens (B, T, levels) with mask_id where masked -> logits (B, T, levels, codes)."""
-        h = self.text(frame_phones, position)
+    def forward(self, tokens: torch.Tensor, frame_phones: torch.Tensor | None, position: torch.Tensor | None,
+                pad_mask: torch.Tensor | None = None, phones: torch.Tensor | None = None) -> torch.Tensor:
+        """tokens (B, T, levels) with mask_id where masked -> logits (B, T, levels, codes).
+        Duration form: frame_phones, position (B, T). Prefix form: phones (B, N), 0 = padding."""
+        t = tokens.shape[1]
+        prefix = self.config.alignment == "prefix"
+        if prefix and phones is None:
+            raise ValueError("the prefix form needs the phone sequence")
+        h = torch.zeros(()) if prefix else self.text(frame_phones, position)
         for level, table in enumerate(self.tokens):
             h = h + table(tokens[..., level])
+        if prefix:
+            h = torch.cat([self.text(phones, torch.zeros(phones.shape)), h], dim=1)
+            frames_valid = torch.ones(tokens.shape[:2], dtype=torch.bool) if pad_mask is None else pad_mask
+            pad_mask = torch.cat([phones != 0, frames_valid], dim=1)
         positions = torch.arange(h.shape[1])
         mask = None if pad_mask is None else pad_mask[:, None, None, :]
         for block in self.blocks:
             h = block(h, positions, mask=mask)
-        logits = self.head(self.norm(h))
-        return logits.view(*h.shape[:2], self.config.levels, self.config.codes)
+        logits = self.head(self.norm(h[:, -t:]))
+        return logits.view(h.shape[0], t, self.config.levels, self.config.codes)
 
 
 def training_loss(model: MaskedModel, batch: dict[str, Any], gen: torch.Generator,
@@ -91,7 +104,12 @@ def training_loss(model: MaskedModel, batch: dict[str, Any], gen: torch.Generato
         chosen = prompt + rng.choice(target, size=count, replace=False)
         masked[i, torch.from_numpy(chosen)] = True
     inputs = tokens.masked_fill(masked[..., None], model.mask_id)
-    logits = model(inputs, batch["frame_phones"], batch["position"], pad)
+    phones = None
+    if model.config.alignment == "prefix":  # the phones each crop covers, as a prefix
+        phones = torch.zeros(b, max(len(p) for p, _ in batch["texts"]), dtype=torch.long)
+        for i, (ph, _) in enumerate(batch["texts"]):
+            phones[i, :len(ph)] = torch.as_tensor(np.asarray(ph))
+    logits = model(inputs, batch["frame_phones"], batch["position"], pad, phones)
     picked = logits[masked].float()  # (M, levels, codes)
     targets = tokens[masked]
     loss = F.cross_entropy(picked.reshape(-1, model.config.codes), targets.reshape(-1))
@@ -111,20 +129,27 @@ def _sample_level(logits: torch.Tensor, temperature: float, top_k: int, gen: tor
 
 
 @torch.no_grad()
-def generate(model: MaskedModel, prompt_tokens: torch.Tensor, frame_phones: torch.Tensor,
-             position: torch.Tensor, *, steps: int = 16, temperature: float = 1.0, top_k: int = 50,
-             noise: float = 1.0, seed: int = 0) -> torch.Tensor:
-    """prompt_tokens (P, levels); frame_phones/position (P + N,) -> all tokens (P + N, levels)."""
+def generate(model: MaskedModel, prompt_tokens: torch.Tensor, frame_phones: torch.Tensor | None,
+             position: torch.Tensor | None, *, steps: int = 16, temperature: float = 1.0, top_k: int = 50,
+             noise: float = 1.0, seed: int = 0, phones: torch.Tensor | None = None,
+             total: int | None = None) -> torch.Tensor:
+    """prompt_tokens (P, levels); frame_phones/position (P + N,) -> all tokens (P + N, levels).
+    Prefix form: phones (all, prompt's then target's) and the total frame count instead."""
     model.eval()
     gen = torch.Generator().manual_seed(seed)
-    total, p = frame_phones.shape[0], prompt_tokens.shape[0]
+    prefix = model.config.alignment == "prefix"
+    total = total if prefix else frame_phones.shape[0]
+    p = prompt_tokens.shape[0]
     n = total - p
     tokens = torch.full((1, total, model.config.levels), model.mask_id, dtype=torch.long)
     tokens[0, :p] = prompt_tokens
     masked = torch.zeros(total, dtype=torch.bool)
     masked[p:] = True
     for k in range(1, steps + 1):
-        logits = model(tokens, frame_phones[None], position[None])[0]  # (T, levels, codes)
+        if prefix:
+            logits = model(tokens, None, None, phones=phones[None])[0]
+        else:
+            logits = model(tokens, frame_phones[None], position[None])[0]  # (T, levels, codes)
         idx = masked.nonzero().squeeze(-1)
         if idx.numel() == 0:
             break

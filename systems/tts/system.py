@@ -188,6 +188,7 @@ class OurTTS(TTSSystem):
         frame_phones, position = frame_alignment(phones, durations)
         phone_index = np.repeat(np.arange(len(phones)), durations)
         return {"prompt_mel": mel, "prompt_frames": int(mel.shape[0]), "target_frames": int(t_dur.sum()),
+                "prompt_phones": len(p_ids),
                 "phones": phones, "durations": durations, "frame_phones": frame_phones, "position": position,
                 "phone_index": phone_index}
 
@@ -345,6 +346,9 @@ class TinyNAR(TokenFamily):
 
         self.load_tokenizer()
         self.model = MaskedModel(NARConfig(**self.config["model"]))
+        if self.model.config.alignment == "prefix" and self.options["acoustic"] == "decoder":
+            raise BenchError("this NAR checkpoint is the duration-free (prefix) form: its frames have no phone "
+                             "alignment for the decoder -> run it with acoustic=codebooks")
         load_weights_strict(self.model, self.folder / "nar" / "model.safetensors")
         self.model.eval()
 
@@ -354,10 +358,24 @@ class TinyNAR(TokenFamily):
         from systems.tts.nar import generate
 
         prompt_tokens = torch.from_numpy(self.tokenizer.encode(plan["prompt_mel"]))
-        tokens = generate(self.model, prompt_tokens, torch.from_numpy(plan["frame_phones"]),
-                          torch.from_numpy(plan["position"]), steps=self.options["steps"],
-                          temperature=self.options["temperature"], top_k=self.options["top_k"], seed=self.options["seed"])
-        target = tokens[plan["prompt_frames"]:]
+        options = {"steps": self.options["steps"], "temperature": self.options["temperature"],
+                   "top_k": self.options["top_k"], "seed": self.options["seed"]}
+        p = plan["prompt_frames"]
+        if self.model.config.alignment == "prefix":
+            # MaskGCT's total length: the target's phones at the prompt's frames per phone.
+            target_phones = len(plan["phones"]) - plan["prompt_phones"]
+            frames = max(1, round(target_phones * p / plan["prompt_phones"]))
+            from systems.tts.features import FRAMES_PER_SECOND
+
+            if frames > MAX_TARGET_S * FRAMES_PER_SECOND:
+                raise TooLong(f"the text would take {frames / FRAMES_PER_SECOND:.1f} s at the prompt's rate; "
+                              f"this model generates at most {MAX_TARGET_S:g} s per call")
+            tokens = generate(self.model, prompt_tokens, None, None, phones=torch.from_numpy(plan["phones"]),
+                              total=p + frames, **options)
+        else:
+            tokens = generate(self.model, prompt_tokens, torch.from_numpy(plan["frame_phones"]),
+                              torch.from_numpy(plan["position"]), **options)
+        target = tokens[p:]
         if self.options["acoustic"] == "decoder":
             return self.decode_level1(plan, prompt_tokens, target[:, 0])
         return self.tokenizer.decode(target.numpy())

@@ -175,9 +175,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (one per training on 2 cores)")
     parser.add_argument("--steps", type=int, help="override the recipe's steps (aligner: its steps; tokenizer: "
                         "k-means iterations; quick tries and tests, not the committed recipe)")
-    parser.add_argument("--alignment", choices=("duration", "filler", "none"),
+    parser.add_argument("--alignment", choices=("duration", "filler", "none", "prefix"),
                         help="the family's text alignment: duration (the committed recipe), or the duration-free "
-                             "form: filler (flow: E2/F5 filler padding), none (ar: plain VALL-E attention)")
+                             "form: filler (flow: E2/F5 filler padding), none (ar: plain VALL-E attention), "
+                             "prefix (nar: MaskGCT's phones-as-prefix)")
     parser.add_argument("--check", action="store_true", help="verify the checkpoints against their manifest")
     args = parser.parse_args(argv)
     if args.check:
