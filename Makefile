@@ -43,7 +43,8 @@ tts-train: tts-corpus
 	.venv/bin/bench train-tts --family aligner --threads 2
 	.venv/bin/bench train-tts --family tokenizer
 	.venv/bin/bench train-tts --family flow & f=$$!; .venv/bin/bench train-tts --family nar & n=$$!; \
-	  .venv/bin/bench train-tts --family ar & a=$$!; wait $$f && wait $$n && wait $$a
+	  .venv/bin/bench train-tts --family ar & a=$$!; wait $$f && \
+	  .venv/bin/bench train-tts --family decoder && wait $$n && wait $$a
 
 # The comparison and ablations of the README (run folders in runs/; tables into README.md).
 tts-compare: setup
@@ -53,6 +54,7 @@ tts-ablations: setup
 	.venv/bin/bench tts-compare --ablation flow --readme README.md
 	.venv/bin/bench tts-compare --ablation nar --readme README.md
 	.venv/bin/bench tts-compare --ablation ar --readme README.md
+	.venv/bin/bench tts-compare --ablation acoustic --readme README.md
 
 # The static leaderboard site from the committed results (leaderboard/results) into site/.
 leaderboard: setup

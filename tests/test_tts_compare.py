@@ -36,7 +36,10 @@ def test_ablation_grids_are_the_papers():
     assert task == "tts-hard" and "tiny-ar@temp07-k10" in systems
     from bench.registry import split_variant
 
-    for grid in ("flow", "nar", "ar"):  # every label is a valid variant label
+    task, systems, options = ablation_grid("acoustic")
+    assert task == "tts-seen" and {o["acoustic"] for o in options.values()} == {"decoder", "codebooks"}
+    assert {s.split("@")[0] for s in systems} == {"tiny-ar", "tiny-nar"}
+    for grid in ("flow", "nar", "ar", "acoustic"):  # every label is a valid variant label
         assert all(split_variant(name)[1] for name in ablation_grid(grid)[1])
     with pytest.raises(BenchError):
         ablation_grid("nope")

@@ -233,10 +233,10 @@ def test_options_are_checked():
     assert TinyNAR().options["acoustic"] == "decoder" and TinyAR(acoustic="codebooks").options["acoustic"] == "codebooks"
 
 
-def test_decoder_starts_as_the_flow_model_and_then_reads_its_tokens(tmp_path):
-    """The decoder is the flow model plus a token table that starts at zero: initialised from the
-    flow model's weights it predicts exactly what the flow model predicts, whatever the tokens;
-    once the table is trained the tokens change the prediction."""
+def test_decoder_reads_tokens_not_phones_and_starts_from_the_flow_model(tmp_path):
+    """CosyVoice's decoder: the flow network without its text input, plus a token table. It starts
+    from the flow model's weights (the text refinement left out, the token table new), its
+    prediction does not depend on the phones at all, and it does depend on the tokens."""
     from systems.tts.families import initialise_from
     from systems.tts.flow import FlowConfig, FlowModel
     from systems.tts.modules import save_checkpoint
@@ -248,19 +248,25 @@ def test_decoder_starts_as_the_flow_model_and_then_reads_its_tokens(tmp_path):
         for p in flow.parameters():
             p.add_(0.05 * torch.randn_like(p))
     save_checkpoint(tmp_path / "flow", flow, {"kind": "flow"})
-    decoder = FlowModel(FlowConfig(**small, tokens=8)).eval()
+    decoder = FlowModel(FlowConfig(**small, tokens=8, phones=False)).eval()
     info = initialise_from(decoder, tmp_path / "flow", lambda _: None)
     assert info["new_keys"] == ["token_embed.weight"]
+    assert info["left_out_keys"] and all(k.startswith("text.") for k in info["left_out_keys"])
+    torch.testing.assert_close(decoder.inp.weight, flow.inp.weight)
     x, ctx = torch.randn(1, 20, N_MELS), torch.zeros(1, 20, N_MELS)
-    phones, pos, t = torch.randint(2, 40, (1, 20)), torch.rand(1, 20), torch.tensor([0.4])
+    pos, t = torch.rand(1, 20), torch.tensor([0.4])
+    tokens = torch.randint(0, 8, (1, 20))
     with torch.no_grad():
-        expected = flow(x, ctx, phones, pos, t)
-        for tokens in (torch.zeros(1, 20, dtype=torch.long), torch.randint(0, 8, (1, 20))):
-            torch.testing.assert_close(decoder(x, ctx, phones, pos, t, tokens=tokens), expected)
         decoder.token_embed.weight.normal_()
-        assert not torch.allclose(decoder(x, ctx, phones, pos, t, tokens=torch.randint(0, 8, (1, 20))), expected)
+        a = decoder(x, ctx, torch.randint(2, 40, (1, 20)), pos, t, tokens=tokens)
+        b = decoder(x, ctx, torch.randint(2, 40, (1, 20)), pos, t, tokens=tokens)
+        torch.testing.assert_close(a, b)  # phones are not read
+        assert not torch.allclose(a, decoder(x, ctx, torch.zeros(1, 20, dtype=torch.long), pos, t,
+                                             tokens=(tokens + 1) % 8))
     with pytest.raises(ValueError, match="give it the frames' tokens"):
-        decoder(x, ctx, phones, pos, t)
+        decoder(x, ctx, None, pos, t)
+    with pytest.raises(ValueError, match="needs tokens"):
+        FlowConfig(phones=False)
     # A checkpoint of another shape is refused with the keys that do not fit.
     wide = FlowModel(FlowConfig(**{**small, "d": 64}, tokens=8))
     with pytest.raises(BenchError, match="wrong shapes"):

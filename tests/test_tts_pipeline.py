@@ -73,6 +73,7 @@ def test_every_stage_trains_and_the_systems_load_it(corpus, tmp_path):
 
     assert recipes["decoder"]["initialised_from"]["sha256"] == sha256_file(ckpt / "flow" / "model.safetensors")
     assert recipes["decoder"]["initialised_from"]["new_keys"] == ["token_embed.weight"]
+    assert all(k.startswith("text.") for k in recipes["decoder"]["initialised_from"]["left_out_keys"])
     from systems.tts.system import TinyAR, TinyFlow, TinyNAR
     from tasks.librivox_mini import LibrivoxMini
 

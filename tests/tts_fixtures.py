@@ -35,7 +35,7 @@ def make_tiny_checkpoints(folder: Path, stats_frames: np.ndarray | None = None) 
     tokenizer.save(folder / "tokenizer", tok_config, {})
     flow = FlowConfig(**TINY, text_blocks=1)
     save_checkpoint(folder / "flow", FlowModel(flow), {"kind": "flow", "model": flow.to_json()}, half=True)
-    decoder = FlowConfig(**TINY, text_blocks=1, tokens=16)
+    decoder = FlowConfig(**TINY, text_blocks=1, tokens=16, phones=False)
     decoder_model = FlowModel(decoder)
     torch.nn.init.normal_(decoder_model.token_embed.weight)  # a trained decoder reads its tokens
     save_checkpoint(folder / "decoder", decoder_model, {"kind": "decoder", "model": decoder.to_json()}, half=True)

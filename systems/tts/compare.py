@@ -6,6 +6,8 @@ papers' ablations in miniature, each from one command; tables written for the RE
   bench tts-compare --ablation flow    NFE {4, 8, 16, 32} x sway {0, -1}, guidance {0, 1, 2} (tts-seen)
   bench tts-compare --ablation nar     decoding steps {4, 8, 16, 25} (tts-seen)
   bench tts-compare --ablation ar      temperature x top-k, with the no_stop rate (tts-hard)
+  bench tts-compare --ablation acoustic  the token families' acoustic stage: the flow decoder
+                                       (CosyVoice) vs their own finer codebooks (VALL-E NAR, MaskGCT) (tts-seen)
 
 Every number comes from ordinary `bench run` folders (resumable, cached; --out, default runs/).
 SIM is reported twice for the zero-shot tasks: to the item's own prompt (same voice), and to the
@@ -52,7 +54,12 @@ def ablation_grid(kind: str) -> tuple[str, list[str], dict[str, dict[str, dict[s
             for top_k in (10, 50):
                 rows[f"tiny-ar@temp{round(temperature * 10):02d}-k{top_k}"] = {"temperature": temperature, "top_k": top_k}
         return "tts-hard", list(rows), rows
-    raise BenchError(f"unknown ablation {kind!r}: flow, nar or ar")
+    if kind == "acoustic":
+        for family in ("tiny-ar", "tiny-nar"):
+            for acoustic in ("decoder", "codebooks"):
+                rows[f"{family}@{acoustic}"] = {"acoustic": acoustic}
+        return "tts-seen", list(rows), rows
+    raise BenchError(f"unknown ablation {kind!r}: flow, nar, ar or acoustic")
 
 
 def run_task(task: str, systems: Sequence[str], options: dict[str, dict[str, Any]], out: Path,
@@ -183,7 +190,7 @@ def _write_section(name: str, text: str, readme: Path | None) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench tts-compare", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ablation", choices=("flow", "nar", "ar"), help="run one ablation instead of the comparison")
+    parser.add_argument("--ablation", choices=("flow", "nar", "ar", "acoustic"), help="run one ablation instead of the comparison")
     parser.add_argument("--tasks", default=",".join(TASKS), help="tasks of the comparison")
     parser.add_argument("--metrics", help="comma-separated metrics (default: each task's protocol)")
     parser.add_argument("--out", type=Path, default=Path("runs"), help="run folders")

@@ -48,9 +48,9 @@ RECIPES = {
     "ar": Recipe("ar", steps=1700),
     # CosyVoice's token-to-features flow decoder for the token families: the flow model plus a
     # level-1 token table, fine-tuned from the flow model's weights.
-    "decoder": Recipe("decoder", steps=1200, lr=3e-4, warmup=100, init="flow"),
+    "decoder": Recipe("decoder", steps=2000, lr=3e-4, warmup=100, init="flow"),
 }
-DECODER_MODEL = {"tokens": 1024}
+DECODER_MODEL = {"tokens": 1024, "phones": False}
 
 
 def learning_rate(recipe: Recipe, step: int) -> float:
@@ -130,8 +130,9 @@ def build_model(family: str, config: dict[str, Any] | None = None):
 
 
 def initialise_from(model, folder: Path, log: Callable[[str], None]) -> dict[str, Any]:
-    """Load another family's committed weights into `model` (the recipe's `init`): every stored
-    key must exist with its shape; the model's extra keys keep their initial values."""
+    """Load another family's committed weights into `model` (the recipe's `init`): every key both
+    have must agree in shape; the model's extra keys keep their initial values, and stored keys
+    the model has no place for (a part it leaves out) are listed, not loaded."""
     from safetensors.torch import load_file
 
     from bench.evaluators import sha256_file
@@ -141,14 +142,19 @@ def initialise_from(model, folder: Path, log: Callable[[str], None]) -> dict[str
         raise BenchError(f"the recipe starts from {path}, which does not exist -> bench train-tts --family {folder.name}")
     state = load_file(str(path))
     own = model.state_dict()
-    unexpected = sorted(set(state) - set(own))
+    left_out = sorted(set(state) - set(own))
     wrong = sorted(k for k in set(state) & set(own) if tuple(state[k].shape) != tuple(own[k].shape))
-    if unexpected or wrong:
-        raise BenchError(f"{path} does not fit the model: unexpected {unexpected[:4]}, wrong shapes {wrong[:4]}")
+    if wrong:
+        raise BenchError(f"{path} does not fit the model: wrong shapes {wrong[:4]}")
+    shared = set(state) & set(own)
+    if not shared:
+        raise BenchError(f"{path} shares no weights with the model")
     fresh = sorted(set(own) - set(state))
-    model.load_state_dict({**own, **{k: v.to(own[k].dtype) for k, v in state.items()}}, strict=True)
-    log(f"initialised from {path} ({len(state)} tensors); new: {', '.join(fresh) or 'none'}")
-    return {"from": f"{folder.name}/model.safetensors", "sha256": sha256_file(path), "new_keys": fresh}
+    model.load_state_dict({**own, **{k: state[k].to(own[k].dtype) for k in shared}}, strict=True)
+    log(f"initialised from {path} ({len(shared)} tensors); new: {', '.join(fresh) or 'none'}; "
+        f"left out: {len(left_out)}")
+    return {"from": f"{folder.name}/model.safetensors", "sha256": sha256_file(path), "new_keys": fresh,
+            "left_out_keys": left_out}
 
 
 def train_family(family: str, corpus: Path, out: Path, log: Callable[[str], None], threads: int,

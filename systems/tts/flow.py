@@ -10,13 +10,16 @@ needs. Inference: Euler steps (NFE) from noise, F5's sway sampling of the step t
 (t + s (cos(pi t / 2) - 1 + t), s = -1 by default, 0 = uniform steps) and guidance
 v = v_cond + w (v_cond - v_uncond).
 
-Token-to-features decoder (`tokens > 0`, CosyVoice's flow-matching decoder, which Seed-TTS's
-diffusion stage resembles): the same model, also told each frame's level-1 speech token (one
-embedding table, zero at the start so that it fine-tunes from the TTS flow model's weights). The
-token families (tiny-ar, tiny-nar) generate level-1 tokens and let this decoder produce the
-features, instead of predicting the finer residual levels (VALL-E's NAR stage; still available).
-Training replaces a fraction `p_token_noise` of the tokens with random codes, so that the decoder
-leans on the phones where a generated token is wrong; tokens are dropped with the text for guidance.
+Token-to-features decoder (`tokens > 0`, `phones: false`; CosyVoice's flow-matching decoder, which
+Seed-TTS's diffusion stage resembles): the same network, told each frame's level-1 speech token
+(one embedding table) and the prompt's features, but not the phones: as in CosyVoice, what is said
+reaches it only through the tokens, so the token model (tiny-ar, tiny-nar) decides it. (A decoder
+that also read the phones was tried first: it spoke as well from null tokens as from the AR's, so
+the token model did nothing; systems/tts/checkpoints/README.md has the numbers.) It fine-tunes
+from the TTS flow model's weights, its text refinement left out. The token families let it make the
+features instead of predicting the finer residual levels (VALL-E's NAR stage; still available).
+Training replaces a fraction `p_token_noise` of the tokens with random codes, so that a wrong
+generated token is not copied blindly; tokens are dropped with the context for guidance.
 
 Duration-free option (`alignment: "filler"`, E2/F5's recipe): the phone sequence is padded with
 filler tokens to the frame count instead of aligned (total length from the prompt's speaking rate).
@@ -54,9 +57,12 @@ class FlowConfig:
     min_mask: float = 0.7
     tokens: int = 0  # > 0: condition on level-1 speech tokens of this many codes (the decoder)
     p_token_noise: float = 0.1
+    phones: bool = True  # False: no text input at all (the decoder reads only tokens and context)
 
     def __post_init__(self) -> None:
         check_alignment(self.alignment, ('duration', 'filler'))
+        if not self.phones and not self.tokens:
+            raise ValueError("a flow model without phones needs tokens to read")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -67,7 +73,8 @@ class FlowModel(nn.Module):
         super().__init__()
         self.config = config
         d = config.d
-        self.text = FrameText(VOCAB_SIZE + 1, d, config.text_blocks)
+        if config.phones:
+            self.text = FrameText(VOCAB_SIZE + 1, d, config.text_blocks)
         if config.tokens:  # the last entry is the null token (guidance, no tokens)
             self.token_embed = nn.Embedding(config.tokens + 1, d)
             nn.init.zeros_(self.token_embed.weight)
@@ -91,11 +98,12 @@ class FlowModel(nn.Module):
                 tokens: torch.Tensor | None = None) -> torch.Tensor:
         """x_t, context (B, T, N_MELS); frame_phones, position (B, T); t (B,) -> velocity (B, T, N_MELS).
         pad_mask: (B, T) True on real frames. tokens (B, T): the decoder's level-1 tokens."""
-        text = self.text(frame_phones, position)
+        text = self.text(frame_phones, position) if self.config.phones else torch.zeros(())
         if self.config.tokens:
             if tokens is None:
                 raise ValueError("this flow model is a token decoder: give it the frames' tokens")
             text = text + self.token_embed(tokens)
+        text = text.expand(*x_t.shape[:2], self.config.d)
         h = self.inp(torch.cat([x_t, context, text], dim=-1))
         h = h + self.conv_pos(h.transpose(1, 2)).transpose(1, 2)
         cond = self.time(time_embedding(t, self.config.d))

@@ -60,7 +60,8 @@ def pooled_blocks(x: torch.Tensor, block: int) -> torch.Tensor:
     is averaged over its real tokens."""
     batch, heads, length, dim = x.shape
     n_blocks = math.ceil(length / block)
-    padded = torch.nn.functional.pad(x, (0, 0, 0, n_blocks * block - length))
+    missing = n_blocks * block - length
+    padded = torch.nn.functional.pad(x, (0, 0, 0, missing)) if missing else x  # (a pad always copies)
     sums = padded.view(batch, heads, n_blocks, block, dim).sum(3)
     counts = torch.full((n_blocks,), float(block), dtype=x.dtype, device=x.device)
     counts[-1] = length - block * (n_blocks - 1)
@@ -144,9 +145,10 @@ class BlockSparse(PrefillMethod):
         n_blocks = math.ceil(length / block)
         pad = n_blocks * block - length
         # Padded keys sit after every real query, so the causal mask of the last block hides them.
-        qp, kp, vp = (torch.nn.functional.pad(x, (0, 0, 0, pad)) for x in (q, k, v))
+        # Only a ragged length pays for a padded copy; otherwise the tables below are views.
+        qp, kp, vp = ((torch.nn.functional.pad(x, (0, 0, 0, pad)) if pad else x) for x in (q, k, v))
         units = batch * heads * n_blocks  # unit u = (b*H + h) * n_blocks + m
-        q_units = (qp * dim ** -0.5).reshape(units, block, dim)
+        q_units = qp.reshape(units, block, dim)
         k_table = expand_kv(kp, heads).reshape(units, block, dim)  # same numbering for key blocks
         v_table = expand_kv(vp, heads).reshape(units, block, dim)
         first_of_head = torch.arange(0, units, n_blocks, device=q.device).repeat_interleave(n_blocks)
@@ -156,18 +158,28 @@ class BlockSparse(PrefillMethod):
             picks = torch.cat([earlier, diagonal], dim=-1)
         else:
             picks = diagonal
-        causal_tail = torch.ones(block, block, dtype=torch.bool, device=q.device).triu(1)
-        out = torch.empty_like(q_units)
+        out = torch.empty(units, block, dim, dtype=q.dtype, device=q.device)
+        masks: dict[int, torch.Tensor] = {}
+
+        def allowed(used: int) -> torch.Tensor:
+            """(block, (used + 1) * block): every gathered earlier block, causal in the diagonal."""
+            if used not in masks:
+                mask = torch.ones(block, (used + 1) * block, dtype=torch.bool, device=q.device)
+                mask[:, -block:] = torch.ones(block, block, dtype=torch.bool, device=q.device).tril()
+                masks[used] = mask
+            return masks[used]
 
         def attend(unit_ids: torch.Tensor, used: int) -> None:
-            """These units, each reading its first `used` picks and then its diagonal block."""
+            """These units, each reading its first `used` picks and then its diagonal block: the
+            picked K/V blocks gathered once into contiguous buffers, then one fused attention
+            kernel (scale, mask, softmax and weighted sum) over all of the units together."""
             rows = torch.cat([picks[unit_ids, :used], picks[unit_ids, -1:]], dim=-1).reshape(-1)
             n = unit_ids.numel()
             keys = k_table.index_select(0, rows).view(n, (used + 1) * block, dim)
             values = v_table.index_select(0, rows).view(n, (used + 1) * block, dim)
-            scores = torch.bmm(q_units.index_select(0, unit_ids), keys.transpose(1, 2))
-            scores[:, :, -block:].masked_fill_(causal_tail, float("-inf"))
-            out.index_copy_(0, unit_ids, torch.bmm(torch.softmax(scores, dim=-1), values))
+            result = torch.nn.functional.scaled_dot_product_attention(
+                q_units.index_select(0, unit_ids), keys, values, attn_mask=allowed(used))
+            out.index_copy_(0, unit_ids, result)
 
         block_of_unit = torch.arange(units, device=q.device) % n_blocks
         for m in range(min(top_k, n_blocks)):  # query block m has only m earlier blocks
