@@ -217,6 +217,10 @@ def test_bad_inputs_are_clear_failures(tiny, tmp_path):
     for bad in ("", "?!...", "日本語"):
         with pytest.raises(tts_text.FrontEndError):
             system.synthesize(bad, _prompt(), ITEM)
+    # A model that stops at once is a counted failure, not a crash in the vocoder.
+    with pytest.raises(BenchError) as info:
+        system.to_audio(np.zeros((1, N_MELS), np.float32))
+    assert info.value.reason == "too_short"
     # Accented text is folded and spoken.
     assert len(system.synthesize("Café naïve.", _prompt(), ITEM).samples) > 0
 

@@ -16,7 +16,7 @@ from systems.tts.families import RECIPES, build_model
 from systems.tts.tokenizer import TokenizerConfig
 from systems.tts.train import CHECKPOINTS
 
-FAMILIES = ("flow", "nar", "ar")
+FAMILIES = ("flow", "nar", "ar", "decoder")
 
 
 def _recipes() -> dict:
@@ -57,6 +57,12 @@ def test_training_losses_fell():
         history = json.loads((CHECKPOINTS / family / "train_log.json").read_text())["history"]
         assert history[-1]["step"] == RECIPES[family].steps
         assert history[-1][key] < 0.3 * history[0][key], (family, history[0][key], history[-1][key])
+    # The decoder starts from the flow model without its text input, so it starts high and must
+    # come down to the flow model's own level (it learns to read its tokens instead of phones).
+    history = json.loads((CHECKPOINTS / "decoder" / "train_log.json").read_text())["history"]
+    flow = json.loads((CHECKPOINTS / "flow" / "train_log.json").read_text())["history"]
+    assert history[-1]["step"] == RECIPES["decoder"].steps
+    assert history[-1]["loss"] < 0.7 * history[0]["loss"] and history[-1]["loss"] < flow[-1]["loss"] * 1.05
 
 
 @pytest.mark.slow
@@ -66,8 +72,8 @@ def test_training_losses_fell():
 def test_trained_families_speak_held_out_text_in_the_prompts_voice(system_name, limit, margin, tmp_path, monkeypatch):
     """Six held-out sentences in training voices: Whisper recognises words (babble scores about
     1.0 or more), and the output is closer to its own prompt's voice than to another voice's.
-    The AR model does not yet speak intelligibly (README: WER far above 100 %, its samples
-    wander): for it only stopping and the voice are checked, not the words."""
+    The AR model reads the text only partly (README: WER 84 % on tts-seen, CIs +-10): for it only
+    stopping and the voice are checked, not the words."""
     from bench import registry
     from bench.contracts import MetricInput
     from bench.audio import read_audio, validate

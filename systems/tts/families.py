@@ -39,7 +39,10 @@ class Recipe:
     init: str | None = None  # start from this family's committed weights (keys it lacks start as built)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if data["init"] is None:  # recipes that start from scratch read as they always did
+            del data["init"]
+        return data
 
 
 RECIPES = {

@@ -65,7 +65,11 @@ class FlowConfig:
             raise ValueError("a flow model without phones needs tokens to read")
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if not self.tokens:  # a plain TTS flow model: its config reads as it did before decoders
+            for key in ("tokens", "p_token_noise", "phones"):
+                del data[key]
+        return data
 
 
 class FlowModel(nn.Module):

@@ -41,6 +41,10 @@ class BadPrompt(BenchError):
     reason = "bad_prompt"
 
 
+class TooShort(BenchError):
+    reason = "too_short"
+
+
 def _parse(name: str, key: str, value: Any, kind: type | tuple, low: float | None = None, high: float | None = None):
     if isinstance(kind, tuple):  # a choice among names
         if value not in kind:
@@ -193,6 +197,11 @@ class OurTTS(TTSSystem):
                 "phone_index": phone_index}
 
     def to_audio(self, normalised_frames: np.ndarray) -> Audio:
+        from systems.tts.features import HOP, N_FFT
+
+        if len(normalised_frames) * HOP < N_FFT:  # fewer frames than one STFT window spans
+            raise TooShort(f"the model generated only {len(normalised_frames)} frame(s) "
+                           f"({len(normalised_frames) * HOP / 16000:.3f} s): too short to vocode")
         log_mel_frames = self.stats.denormalise(normalised_frames, clamp=True)
         return Audio(self.vocoder(log_mel_frames.T), self.vocoder.sample_rate)
 
