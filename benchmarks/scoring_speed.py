@@ -2,16 +2,19 @@
 
 1. A cached re-run against the first run: the same `bench run` command in a fresh output folder,
    first with an empty score cache, then with the cache the first run filled. Whole processes,
-   alternated cold/warm, median of the repeats.   Goal: re-run >= 20x faster.
+   interleaved (cold, warm, cold, warm, ...); medians with their spread and the per-round ratio.
+   Goal: re-run >= 20x faster.
 2. Batched scoring against a per-file loop that reloads nothing: every evaluator loaded once, then
-   the task's items scored one call per file vs in batches, alternated.   Goal: >= 2x faster.
+   the task's items scored one call per file, in batches, and through the harness's scoring path,
+   interleaved per round; medians with spread.   Goal: >= 2x faster.
 
-Usage: python benchmarks/scoring_speed.py [--task librivox-mini] [--systems ground-truth,flite] [--repeats 2]
+Usage: python benchmarks/scoring_speed.py [--task librivox-mini] [--systems ground-truth,flite] [--repeats 3] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -20,6 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.timing import paired_ratios, spread  # noqa: E402
+
 
 def timed(cmd: list[str], env: dict[str, str]) -> float:
     start = time.perf_counter()
@@ -27,7 +34,7 @@ def timed(cmd: list[str], env: dict[str, str]) -> float:
     return time.perf_counter() - start
 
 
-def cached_rerun(task: str, systems: str, repeats: int) -> None:
+def cached_rerun(task: str, systems: str, repeats: int, quiet: bool) -> dict:
     bench = str(Path(sys.executable).with_name("bench"))
     cold, warm = [], []
     with tempfile.TemporaryDirectory() as tmp:
@@ -36,12 +43,15 @@ def cached_rerun(task: str, systems: str, repeats: int) -> None:
             base = [bench, "run", "--systems", systems, "--task", task, "--no-progress"]
             cold.append(timed(base + ["--out", f"{tmp}/cold{k}"], env))
             warm.append(timed(base + ["--out", f"{tmp}/warm{k}"], env))
-    c, w = statistics.median(cold), statistics.median(warm)
-    print(f"cached re-run: first run {c:.2f} s, re-run {w:.2f} s (medians of {repeats}), "
-          f"speed-up {c / w:.1f}x (goal >= 20x)")
+    ratios = paired_ratios(cold, warm)
+    result = {"cold_s": cold, "warm_s": warm, "speedup_rounds": ratios, "speedup": statistics.median(ratios), "goal": 20}
+    if not quiet:
+        print(f"cached re-run: first run {spread(cold, 2)} s, re-run {spread(warm, 2)} s; "
+              f"speed-up per round {spread(ratios, 1)}x (goal >= 20x)")
+    return result
 
 
-def batched_vs_loop(task_name: str, repeats: int, batch_size: int) -> None:
+def batched_vs_loop(task_name: str, repeats: int, batch_size: int, quiet: bool) -> dict:
     """Per-file loop vs (a) the metric's own batches and (b) the harness's scoring path (batches,
     identical inputs scored once), every evaluator loaded once before timing, score cache off."""
     from bench.jsonio import JsonlAppender
@@ -53,9 +63,11 @@ def batched_vs_loop(task_name: str, repeats: int, batch_size: int) -> None:
     memo = AudioMemo()
     # Hypotheses: the task's own reference recordings (the ground-truth system's output).
     jobs = [ScoreJob("ground-truth", it, it.reference_path) for it in items if it.reference_path]
-    print(f"batched vs per-file: {len(jobs)} items, metrics {[m.name for m in metrics]}"
-          + (f" (unavailable: {sorted(unavailable)})" if unavailable else ""))
+    log = (lambda *a, **k: None) if quiet else print
+    log(f"batched vs per-file: {len(jobs)} items, metrics {[m.name for m in metrics]}"
+        + (f" (unavailable: {sorted(unavailable)})" if unavailable else ""))
     totals = {"loop": 0.0, "batched": 0.0, "harness": 0.0}
+    per_metric: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for metric in metrics:
             inputs = [p for p in (_prepare(metric, j, memo) for j in jobs) if not isinstance(p, str)]
@@ -79,29 +91,39 @@ def batched_vs_loop(task_name: str, repeats: int, batch_size: int) -> None:
             med = {k: statistics.median(v) for k, v in times.items()}
             for k in totals:
                 totals[k] += med[k]
-            print(f"  {metric.name:12s} per-file {med['loop']:7.2f} s  batched {med['batched']:7.2f} s "
-                  f"({med['loop'] / med['batched']:5.2f}x)  harness {med['harness']:7.2f} s "
-                  f"({med['loop'] / med['harness']:5.2f}x)")
-    print(f"  {'all':12s} per-file {totals['loop']:7.2f} s  batched {totals['batched']:7.2f} s "
-          f"({totals['loop'] / totals['batched']:5.2f}x)  harness {totals['harness']:7.2f} s "
-          f"({totals['loop'] / totals['harness']:5.2f}x)   goal >= 2x")
-    print("  batched: the metric's own batches; harness: bench's scoring path, which also scores identical\n"
+            per_metric[metric.name] = {**{f"{k}_s": v for k, v in times.items()},
+                                       "batched_speedup_rounds": paired_ratios(times["loop"], times["batched"]),
+                                       "harness_speedup_rounds": paired_ratios(times["loop"], times["harness"])}
+            log(f"  {metric.name:12s} per-file {spread(times['loop'], 2)} s  batched {spread(times['batched'], 2)} s "
+                f"({med['loop'] / med['batched']:5.2f}x)  harness {spread(times['harness'], 2)} s "
+                f"({med['loop'] / med['harness']:5.2f}x)")
+    log(f"  {'all':12s} per-file {totals['loop']:7.2f} s  batched {totals['batched']:7.2f} s "
+        f"({totals['loop'] / totals['batched']:5.2f}x)  harness {totals['harness']:7.2f} s "
+        f"({totals['loop'] / totals['harness']:5.2f}x)   goal >= 2x")
+    log("  batched: the metric's own batches; harness: bench's scoring path, which also scores identical\n"
           "  inputs once (here each target recording appears with two prompts). On CPU, Whisper's cost is\n"
           "  a fixed 30-s window per clip, so batching WER gains little; a GPU gains more.")
+    return {"items": len(jobs), "metrics": per_metric, "median_totals_s": totals,
+            "batched_speedup": totals["loop"] / totals["batched"], "harness_speedup": totals["loop"] / totals["harness"],
+            "goal": 2}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--task", default="librivox-mini")
     ap.add_argument("--systems", default="ground-truth,flite")
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--only", choices=["rerun", "batch"], help="run one of the two measurements")
+    ap.add_argument("--json", action="store_true", help="print the measurements as one JSON object")
     args = ap.parse_args()
+    result: dict = {"task": args.task, "repeats": args.repeats}
     if args.only != "batch":
-        cached_rerun(args.task, args.systems, args.repeats)
+        result["cached_rerun"] = cached_rerun(args.task, args.systems, args.repeats, args.json)
     if args.only != "rerun":
-        batched_vs_loop(args.task, args.repeats, args.batch_size)
+        result["batched_vs_loop"] = batched_vs_loop(args.task, args.repeats, args.batch_size, args.json)
+    if args.json:
+        print(json.dumps(result))
 
 
 if __name__ == "__main__":
