@@ -217,6 +217,10 @@ def test_bad_inputs_are_clear_failures(tiny, tmp_path):
     for bad in ("", "?!...", "日本語"):
         with pytest.raises(tts_text.FrontEndError):
             system.synthesize(bad, _prompt(), ITEM)
+    # A target beyond MAX_TARGET_S fails before any generation, with reason too_long.
+    with pytest.raises(BenchError) as info:
+        system.synthesize("The red boat sailed home. " * 60, _prompt(), ITEM)
+    assert info.value.reason == "too_long" and "at most 12 s" in str(info.value)
     # A model that stops at once is a counted failure, not a crash in the vocoder.
     with pytest.raises(BenchError) as info:
         system.to_audio(np.zeros((1, N_MELS), np.float32))

@@ -37,6 +37,15 @@ class TooLong(BenchError):
     reason = "too_long"
 
 
+def check_target_length(frames: int, basis: str = "") -> None:
+    """A target longer than MAX_TARGET_S is a counted failure (`too_long`), whatever set its length."""
+    from systems.tts.features import FRAMES_PER_SECOND
+
+    if frames > MAX_TARGET_S * FRAMES_PER_SECOND:
+        raise TooLong(f"the text would take {frames / FRAMES_PER_SECOND:.1f} s{basis}; this model generates at most "
+                      f"{MAX_TARGET_S:g} s per call")
+
+
 class BadPrompt(BenchError):
     reason = "bad_prompt"
 
@@ -184,9 +193,7 @@ class OurTTS(TTSSystem):
             mel, p_ids, p_dur = mel[cut:], p_ids[first:], p_dur[first:]
         t_ids = phone_ids(target_phones)
         t_dur = self.durations.predict(t_ids, log_rate(int(p_dur.sum()), len(p_ids)))
-        if t_dur.sum() > MAX_TARGET_S * FRAMES_PER_SECOND:
-            raise TooLong(f"the text would take {t_dur.sum() / FRAMES_PER_SECOND:.1f} s; this model generates at most "
-                          f"{MAX_TARGET_S:g} s per call")
+        check_target_length(int(t_dur.sum()))
         phones = np.asarray(p_ids + t_ids, dtype=np.int64)
         durations = np.concatenate([p_dur, t_dur])
         frame_phones, position = frame_alignment(phones, durations)
@@ -279,8 +286,8 @@ ACOUSTIC_OPTIONS = {"acoustic": (("decoder", "codebooks"), None, None, "decoder"
 
 class TokenFamily(OurTTS):
     """A family that generates speech tokens. Its acoustic stage turns them into features:
-    `acoustic=decoder` (default; CosyVoice's flow-matching decoder from the level-1 tokens, the
-    phones and the prompt's features, `nfe` Euler steps with sway sampling and guidance 2) or
+    `acoustic=decoder` (default; CosyVoice's flow-matching decoder from the level-1 tokens and the
+    prompt's features, never the phones; `nfe` Euler steps with sway sampling and guidance 2) or
     `acoustic=codebooks` (the family's own finer residual levels: VALL-E's NAR stage for tiny-ar,
     MaskGCT-style joint prediction for tiny-nar)."""
 
@@ -304,9 +311,10 @@ class TokenFamily(OurTTS):
             self.decoder.eval()
 
     def decode_level1(self, plan: dict[str, Any], prompt_tokens, level1, known: np.ndarray | None = None) -> np.ndarray:
-        """The decoder's target frames for level-1 tokens `level1` (after the prompt's). Frames
-        beyond the planned ones carry the END phone. `known`: target frames already final (a
-        stream's earlier chunks), kept as context and not generated again."""
+        """The decoder's target frames for level-1 tokens `level1` (after the prompt's). `known`:
+        target frames already final (a stream's earlier chunks), kept as context and not generated
+        again. The frame phones are passed for a decoder configured to read them (the committed
+        one does not); beyond the planned frames they are the END phone."""
         import torch
 
         from systems.tts.flow import sample
@@ -374,11 +382,7 @@ class TinyNAR(TokenFamily):
             # MaskGCT's total length: the target's phones at the prompt's frames per phone.
             target_phones = len(plan["phones"]) - plan["prompt_phones"]
             frames = max(1, round(target_phones * p / plan["prompt_phones"]))
-            from systems.tts.features import FRAMES_PER_SECOND
-
-            if frames > MAX_TARGET_S * FRAMES_PER_SECOND:
-                raise TooLong(f"the text would take {frames / FRAMES_PER_SECOND:.1f} s at the prompt's rate; "
-                              f"this model generates at most {MAX_TARGET_S:g} s per call")
+            check_target_length(frames, " at the prompt's rate")
             tokens = generate(self.model, prompt_tokens, None, None, phones=torch.from_numpy(plan["phones"]),
                               total=p + frames, **options)
         else:

@@ -132,7 +132,7 @@ def attend_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     output and the attended (query, key<=query) pair count per (batch, head). The default chunk
     holds about 4M scores per chunk (whole short sequences in one step, 256+ rows at long ones).
     """
-    batch, heads, length, dim = q.shape
+    batch, heads, length, _ = q.shape
     if chunk is None:
         chunk = max(256, (1 << 22) // max(1, batch * heads * length))
     keys, values = expand_kv(k, heads), expand_kv(v, heads)
