@@ -18,11 +18,11 @@ from bench.audio import Audio, read_audio, validate
 from bench.contracts import Prompt, TTSItem
 from bench.errors import BenchError, Unavailable
 from systems.tts import text as tts_text
-from systems.tts.aligner import beta_binomial_prior, monotonic_alignment
+from systems.tts.aligner import beta_binomial_prior, frame_encoder, monotonic_alignment
 from systems.tts.dataset import timings_to_durations
 from systems.tts.features import HOP, N_MELS, GriffinLim, log_mel
 from systems.tts.system import BadPrompt, TinyAR, TinyFlow, TinyNAR, VocoderCeiling
-from systems.tts.tokenizer import ResidualKMeans, TokenizerConfig
+from systems.tts.tokenizer import ResidualKMeans, SpeechTokenizer, TokenizerConfig
 from tests.tts_fixtures import make_tiny_checkpoints
 
 LIBRIVOX = Path(__file__).resolve().parents[1] / "tasks" / "data" / "librivox_mini"
@@ -124,6 +124,52 @@ def test_residual_kmeans_levels_reduce_error_and_round_trip():
     assert err3 < err1
     with pytest.raises(BenchError, match="outside"):
         tok.decode(np.full((2, 3), 99))
+
+
+def _speech_tokenizer(content: str = "aligner"):
+    torch.manual_seed(0)
+    rng = np.random.default_rng(1)
+    utterances = [rng.normal(size=(int(n), N_MELS)).astype(np.float32) for n in rng.integers(40, 90, size=30)]
+    config = TokenizerConfig(levels=3, codes=16, sample_frames=5000, iterations=4, content=content)
+    encoder = frame_encoder(d=8, d_att=4) if content == "aligner" else None
+    tok, log = SpeechTokenizer.fit(utterances, config, encoder, log=lambda _: None)
+    return tok, config, utterances, log
+
+
+def test_speech_tokenizer_level1_is_the_content_code_and_its_mel_centroid_the_mean_frame():
+    tok, _, utterances, log = _speech_tokenizer()
+    encoder, centroids = tok.content
+    codes = [tok.encode(u) for u in utterances]
+    first = np.concatenate([c[:, 0] for c in codes])
+    embedded = torch.cat([SpeechTokenizer.embed(encoder, u) for u in utterances])
+    nearest = torch.cdist(embedded, centroids).argmin(-1).numpy()
+    assert (first == nearest).mean() > 0.99  # ties aside, level 1 is the nearest content centroid
+    frames = np.concatenate(utterances)
+    code = np.bincount(first).argmax()
+    np.testing.assert_allclose(tok.decode(np.stack([np.full(2, code)] * 3, 1), levels=1)[0],
+                               frames[first == code].mean(0), atol=1e-4)
+    errors = [np.mean((np.concatenate([tok.decode(c, levels=k) for c in codes]) - frames) ** 2) for k in (1, 2, 3)]
+    assert errors[0] > errors[1] > errors[2]
+    assert [h["level"] for h in log["history"]] == [1, 2, 3]
+
+
+def test_speech_tokenizer_round_trips_and_refuses_bad_folders(tmp_path):
+    tok, config, utterances, _ = _speech_tokenizer()
+    tok.save(tmp_path / "t", config, {"content_encoder_from": {"aligner_sha256": "x"}})
+    again = SpeechTokenizer.load(tmp_path / "t")
+    np.testing.assert_array_equal(again.encode(utterances[0]), tok.encode(utterances[0]))
+    mel, mel_config, _, _ = _speech_tokenizer("mel")
+    mel.save(tmp_path / "m", mel_config, {})
+    np.testing.assert_array_equal(SpeechTokenizer.load(tmp_path / "m").encode(utterances[1]), mel.encode(utterances[1]))
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(tmp_path / "t" / "model.safetensors"))
+    del state["content_centroids"]
+    save_file(state, str(tmp_path / "t" / "model.safetensors"))
+    with pytest.raises(BenchError, match="content_centroids"):
+        SpeechTokenizer.load(tmp_path / "t")
+    with pytest.raises(BenchError, match="frame encoder"):
+        SpeechTokenizer.fit(utterances, config, None, log=lambda _: None)
 
 
 # --------------------------------------------------------------------------- systems (tiny weights)

@@ -15,7 +15,7 @@ from systems.tts.features import N_MELS, FeatureStats
 from systems.tts.flow import FlowConfig, FlowModel
 from systems.tts.modules import save_checkpoint
 from systems.tts.nar import MaskedModel, NARConfig
-from systems.tts.tokenizer import ResidualKMeans, TokenizerConfig
+from systems.tts.tokenizer import SpeechTokenizer, TokenizerConfig
 from systems.tts.train import write_manifest
 
 TINY = {"d": 32, "layers": 1, "heads": 2}
@@ -28,10 +28,12 @@ def make_tiny_checkpoints(folder: Path, stats_frames: np.ndarray | None = None) 
     stats = FeatureStats.fit(frames)
     (folder / "aligner").mkdir(parents=True, exist_ok=True)
     write_json_atomic(folder / "aligner" / "feature_stats.json", stats.to_json())
-    save_checkpoint(folder / "aligner", Aligner(), {"kind": "aligner"})
+    aligner = Aligner()
+    save_checkpoint(folder / "aligner", aligner, {"kind": "aligner"})
     save_checkpoint(folder / "duration", DurationPredictor(), {"kind": "duration-predictor"})
     tok_config = TokenizerConfig(levels=2, codes=16, sample_frames=2000, iterations=2)
-    tokenizer, _ = ResidualKMeans.fit(stats.normalise(frames), tok_config, log=lambda _: None)
+    utterances = np.array_split(stats.normalise(frames), 10)
+    tokenizer, _ = SpeechTokenizer.fit(utterances, tok_config, aligner.frames, log=lambda _: None)
     tokenizer.save(folder / "tokenizer", tok_config, {})
     flow = FlowConfig(**TINY, text_blocks=1)
     save_checkpoint(folder / "flow", FlowModel(flow), {"kind": "flow", "model": flow.to_json()}, half=True)

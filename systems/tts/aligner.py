@@ -72,13 +72,20 @@ def beta_binomial_prior(n_phones: int, n_frames: int, scaling: float = 1.0) -> n
 
 
 # --------------------------------------------------------------------------- models
+def frame_encoder(d: int = 192, d_att: int = 80) -> nn.Sequential:
+    """Normalised mel (B, N_MELS, T) -> (B, d_att, T) frame embeddings that the aligner matches to
+    phone embeddings; trained that way, they carry what is said more than who says it, which is
+    why the speech tokenizer quantises them for its first level."""
+    return nn.Sequential(nn.Conv1d(N_MELS, 2 * d, 3, padding=1), nn.ReLU(),
+                         nn.Conv1d(2 * d, d, 1), nn.ReLU(), nn.Conv1d(d, d_att, 1))
+
+
 class Aligner(nn.Module):
     def __init__(self, d: int = 192, d_att: int = 80):
         super().__init__()
         self.embed = nn.Embedding(VOCAB_SIZE, d, padding_idx=0)
         self.text = nn.Sequential(nn.Conv1d(d, 2 * d, 3, padding=1), nn.ReLU(), nn.Conv1d(2 * d, d_att, 1))
-        self.frames = nn.Sequential(nn.Conv1d(N_MELS, 2 * d, 3, padding=1), nn.ReLU(),
-                                    nn.Conv1d(2 * d, d, 1), nn.ReLU(), nn.Conv1d(d, d_att, 1))
+        self.frames = frame_encoder(d, d_att)
 
     def forward(self, phones: torch.Tensor, mel: torch.Tensor) -> torch.Tensor:
         """phones (B, N), normalised mel (B, T, N_MELS) -> logits (B, T, N): -squared distance."""

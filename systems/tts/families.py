@@ -237,7 +237,7 @@ def _loss_function(family: str):
 
 def attach_tokens(utterances, stats, out: Path, corpus: Path, log) -> None:
     """Tokens for every utterance (cached beside the corpus by the tokenizer's digest)."""
-    from systems.tts.tokenizer import ResidualKMeans
+    from systems.tts.tokenizer import SpeechTokenizer
     from systems.tts.train import sha256_file
 
     folder = out / "tokenizer"
@@ -249,7 +249,7 @@ def attach_tokens(utterances, stats, out: Path, corpus: Path, log) -> None:
             for u in utterances:
                 u.tokens = data[u.id]
         return
-    tokenizer = ResidualKMeans.load(folder)
+    tokenizer = SpeechTokenizer.load(folder)
     start = time.time()
     for u in utterances:
         u.tokens = tokenizer.encode(stats.normalise(u.log_mel))

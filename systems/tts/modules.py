@@ -143,13 +143,16 @@ def load_weights_strict(model: nn.Module, path: Path) -> None:
 
     if not Path(path).is_file():
         raise BenchError(f"no weights at {path}")
-    state = load_file(str(path))
+    load_state_strict(model, load_file(str(path)), f"checkpoint {path}")
+
+
+def load_state_strict(model: nn.Module, state: dict[str, Any], what: str) -> None:
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     wrong = sorted(k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape))
     if missing or unexpected or wrong:
-        raise BenchError(f"checkpoint {path} does not match the model: missing {missing[:4]}, unexpected "
+        raise BenchError(f"{what} does not match the model: missing {missing[:4]}, unexpected "
                          f"{unexpected[:4]}, wrong shapes {wrong[:4]}")
     dtypes = {k: v.dtype for k, v in expected.items()}
     model.load_state_dict({k: v.to(dtypes[k]) for k, v in state.items()}, strict=True)

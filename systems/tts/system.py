@@ -296,9 +296,9 @@ class TokenFamily(OurTTS):
         return folders + ("decoder",) if self.options["acoustic"] == "decoder" else folders
 
     def load_tokenizer(self) -> None:
-        from systems.tts.tokenizer import ResidualKMeans
+        from systems.tts.tokenizer import SpeechTokenizer
 
-        self.tokenizer = ResidualKMeans.load(self.folder / "tokenizer")
+        self.tokenizer = SpeechTokenizer.load(self.folder / "tokenizer")
         if self.options["acoustic"] == "decoder":
             from systems.tts.flow import FlowConfig, FlowModel
             from systems.tts.modules import load_weights_strict, read_config

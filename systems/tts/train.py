@@ -154,14 +154,25 @@ def train_tokenizer_stage(corpus: Path, out: Path, log, threads: int, steps: int
 
     from bench.jsonio import write_json_atomic
     from systems.tts.dataset import load_corpus
-    from systems.tts.tokenizer import ResidualKMeans, TokenizerConfig
+    from systems.tts.aligner import Aligner
+    from systems.tts.modules import load_weights_strict
+    from systems.tts.tokenizer import SpeechTokenizer, TokenizerConfig
 
     torch.set_num_threads(threads)
     stats = load_stats(out)
     config = TokenizerConfig() if steps is None else TokenizerConfig(iterations=steps)
-    frames = np.concatenate([stats.normalise(u.log_mel) for u in load_corpus(corpus)])
-    tokenizer, fit_log = ResidualKMeans.fit(frames, config, log)
-    tokenizer.save(out / "tokenizer", config, {})
+    extra: dict[str, Any] = {}
+    encoder = None
+    if config.content == "aligner":
+        weights = out / "aligner" / "model.safetensors"
+        aligner = Aligner()
+        load_weights_strict(aligner, weights)
+        encoder = aligner.frames
+        # the encoder's weights are copied into the tokenizer; this says where they came from
+        extra = {"content_encoder_from": {"aligner_sha256": sha256_file(weights)}}
+    utterances = [stats.normalise(u.log_mel) for u in load_corpus(corpus)]
+    tokenizer, fit_log = SpeechTokenizer.fit(utterances, config, encoder, log)
+    tokenizer.save(out / "tokenizer", config, extra)
     write_json_atomic(out / "tokenizer" / "train_log.json", fit_log)
     return config.to_json()
 
