@@ -57,7 +57,24 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="task option, e.g. root=/data/seedtts_testset (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print the summary JSON instead of the table")
+    _add_executor_arguments(p)
     _add_wandb_arguments(p)
+
+
+def _add_executor_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="where the work runs: this machine (local) or a Ray cluster (ray; pip install -e '.[ray]'); "
+                        "results are the same and a run resumes with either")
+    p.add_argument("--ray-address", help="Ray cluster to join (e.g. auto, ray://head:10001; default: start a local "
+                                         "Ray on this machine's cores)")
+    p.add_argument("--ray-workers", type=int, help="Ray actors per system or evaluator (default: as many as the "
+                                                    "cluster's CPUs hold)")
+
+
+def _executor(args: argparse.Namespace):
+    from bench.executor import ExecutorOptions
+
+    return ExecutorOptions(kind=args.executor, address=args.ray_address, workers=args.ray_workers)
 
 
 def _add_wandb_arguments(p: argparse.ArgumentParser) -> None:
@@ -131,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--margin", type=float, default=0.10, help="non-inferiority margin for safe sparsity")
     sweep.add_argument("--no-analysis", action="store_true", help="only run; analyse later with `bench fit`")
     sweep.add_argument("--no-progress", action="store_true")
+    _add_executor_arguments(sweep)
     _add_wandb_arguments(sweep)
 
     fit = sub.add_parser("fit", help="analyse a sweep folder (frontier, safe sparsity, scaling law) or fit "
@@ -236,7 +254,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         use_cache=not args.no_cache, progress=not args.no_progress,
         metric_names=parse_names(args.metrics) if args.metrics else None,
         metric_options=_parse_options(args.metric_opt, "--metric-opt"),
-        task_options=_task_options(args.task_opt),
+        task_options=_task_options(args.task_opt), executor=_executor(args),
     )
     if args.command == "run":
         systems = parse_names(args.systems)
@@ -313,7 +331,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         method_options=_parse_options(args.method_opt, "--method-opt"))
     validate_grid(spec)  # before naming a folder the sweep would not create
     sweep = Sweep(spec, args.out, timeout_s=args.timeout, progress=not args.no_progress,
-                  model_options=model_options, jobs=args.jobs)
+                  model_options=model_options, jobs=args.jobs, executor=_executor(args))
     print(f"sweep folder: {sweep.folder}", file=sys.stderr)
     folder = sweep.run()
     if not args.no_analysis:

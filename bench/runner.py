@@ -25,11 +25,12 @@ from bench.audio import Audio, validate, write_audio_atomic
 from bench.contracts import Metric, Task, TTSItem
 from bench.errors import BadAudio, BenchError, SpecMismatch, Unavailable
 from bench.evaluators import sha256_file
+from bench.executor import ExecutorOptions
 from bench.jsonio import JsonlAppender, read_json, write_json_atomic
 from bench.results import latest, read_generations, read_scores
 from bench.scoring import AudioMemo, ScoreCache, ScoreJob, score_metric
 from bench.spec import RunSpec, items_digest
-from bench.worker import DEFAULT_TIMEOUT_S, LOAD_TIMEOUT_S, LoadTimeout, SystemWorker
+from bench.worker import DEFAULT_TIMEOUT_S, LOAD_TIMEOUT_S, LoadFailed, LoadTimeout, SystemWorker
 
 AUDIO_DIR_SYSTEM_PREFIX = "audio-dir:"
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
@@ -59,6 +60,7 @@ class RunOptions:
     system_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     task_options: dict[str, Any] = field(default_factory=dict)
     audio_dir: Path | None = None  # `bench score`: read outputs from here instead of generating
+    executor: ExecutorOptions = field(default_factory=ExecutorOptions)  # where the work runs (not in the spec)
 
 
 def _progress(total: int, desc: str, enabled: bool):
@@ -254,12 +256,15 @@ class Run:
             print(f"warning: system '{system}' is unavailable: {avail.message()}", file=sys.stderr)
             out.extend(self._failed(system, it, "unavailable", avail.message()) for it in todo)
             return
+        if self.opts.executor.is_ray:
+            self._synthesize_all_on_ray(system, options, todo, out)
+            return
         bar = _progress(len(todo), f"generate {system}", self.opts.progress)
         worker = SystemWorker(system, options, timeout_s=self.opts.timeout_s, load_timeout_s=self.opts.load_timeout_s)
         try:
             try:
                 worker.start()
-            except RuntimeError as exc:
+            except LoadFailed as exc:
                 # A system that cannot load fails every item, each with the reason: nothing is skipped.
                 reason = "load_timeout" if isinstance(exc, LoadTimeout) else "load_failed"
                 out.extend(self._failed(system, it, reason, str(exc)) for it in todo)
@@ -277,13 +282,36 @@ class Run:
             worker.stop()
             bar.close()
 
+    def _synthesize_all_on_ray(self, system: str, options: dict[str, Any], todo: list[TTSItem],
+                               out: JsonlAppender) -> None:
+        """Items as Ray actor calls; records are written here, in the order items finish."""
+        from bench.ray_executor import synthesize_all
+
+        bar = _progress(len(todo), f"generate {system} (ray)", self.opts.progress)
+        results = synthesize_all(self.opts.executor, system, options, todo, timeout_s=self.opts.timeout_s,
+                                 load_timeout_s=self.opts.load_timeout_s, warmup=self.opts.warmup)
+        recorded: set[str] = set()
+        try:
+            for item, res in results:
+                out.append(self._synthesis_record(system, item, res))
+                recorded.add(item.id)
+                bar.update(1)
+        except LoadFailed as exc:  # at the start, or a replacement for a lost worker
+            reason = "load_timeout" if isinstance(exc, LoadTimeout) else "load_failed"
+            out.extend(self._failed(system, it, reason, str(exc)) for it in todo if it.id not in recorded)
+            print(f"error: {exc}", file=sys.stderr)
+        finally:
+            bar.close()
+
     def _failed(self, system: str, item: TTSItem, reason: str, detail: str) -> dict[str, Any]:
         return {"system": system, "item_id": item.id, "audio": None, "status": "failed", "reason": reason,
                 "detail": detail[:2000], "synth_s": None, "duration_s": None, "rtf": None,
                 "first_packet_s": None, "peak_rss_mb": None}
 
     def _synthesize_one(self, system: str, worker: SystemWorker, item: TTSItem) -> dict[str, Any]:
-        res = worker.synthesize(item.text, item.prompt, item)
+        return self._synthesis_record(system, item, worker.synthesize(item.text, item.prompt, item))
+
+    def _synthesis_record(self, system: str, item: TTSItem, res: Any) -> dict[str, Any]:
         if res.error:
             rec = self._failed(system, item, res.error, res.detail)
             rec["peak_rss_mb"] = res.peak_rss_mb
@@ -337,9 +365,14 @@ class Run:
                 if not jobs:
                     continue
                 bar = _progress(len(jobs), f"score {metric.name}", self.opts.progress)
+                batches = None
+                if self.opts.executor.is_ray:
+                    from bench.ray_executor import RayBatches
+
+                    batches = RayBatches(metric, self.opts.executor)
                 try:
                     score_metric(metric, jobs, out, cache=cache, memo=memo, batch_size=self.opts.batch_size,
-                                 progress=bar.update)
+                                 progress=bar.update, batches=batches)
                 finally:
                     bar.close()
 

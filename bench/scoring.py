@@ -131,15 +131,38 @@ def _prepare(metric: Metric, job: ScoreJob, memo: AudioMemo) -> MetricInput | st
     return inp
 
 
+class LocalBatches:
+    """Scores each batch at once, in this process; the evaluator loads at the first batch (only
+    when there is a miss). bench.ray_executor.RayBatches is the same interface on Ray actors."""
+
+    def __init__(self, metric: Metric):
+        self.metric, self.loaded = metric, False
+
+    def submit(self, tag: Any, inputs: list[MetricInput]) -> list[tuple[Any, Any]]:
+        if not self.loaded:
+            self.metric.load()
+            self.loaded = True
+        return [(tag, self.metric.score_batch(inputs))]
+
+    def finish(self) -> list[tuple[Any, Any]]:
+        return []
+
+    def close(self) -> None:
+        pass
+
+
 def score_metric(metric: Metric, jobs: list[ScoreJob], out: JsonlAppender, *, cache: ScoreCache,
                  memo: AudioMemo, batch_size: int = 16,
-                 progress: Callable[[int], None] | None = None) -> dict[str, int]:
-    """Scores `jobs` with one metric, appending a record per job to `out`. Returns counters."""
+                 progress: Callable[[int], None] | None = None, batches: Any = None) -> dict[str, int]:
+    """Scores `jobs` with one metric, appending a record per job to `out`. Returns counters.
+    `batches`: where batches are scored (default LocalBatches: here, one at a time)."""
     counts = {"scored": 0, "cached": 0, "failed": 0}
-    # Pending inputs by cache key: identical inputs (the same audio and text, e.g. a target that
-    # appears with two prompts) are scored once and the result is given to every job that has it.
-    pending: dict[str, tuple[MetricInput, list[ScoreJob]]] = {}
-    loaded = False
+    batches = batches if batches is not None else LocalBatches(metric)
+    # Inputs by cache key, pending (not yet sent) and in flight: identical inputs (the same audio
+    # and text, e.g. a target that appears with two prompts) are scored once and the result is
+    # given to every job that has it.
+    pending: dict[str, MetricInput] = {}
+    jobs_of: dict[str, list[ScoreJob]] = {}
 
     def record(job: ScoreJob, res: MetricOutput, cached: bool) -> dict[str, Any]:
         rec = {"system": job.system, "item_id": job.item.id, "metric": metric.name,
@@ -148,53 +171,61 @@ def score_metric(metric: Metric, jobs: list[ScoreJob], out: JsonlAppender, *, ca
             rec["audio_sha256"] = job.audio_sha256
         return rec
 
-    def flush() -> None:
-        nonlocal loaded
-        if not pending:
-            return
-        if not loaded:
-            metric.load()
-            loaded = True
-        keys = list(pending)
-        results = metric.score_batch([pending[k][0] for k in keys])
-        if len(results) != len(keys):
-            raise RuntimeError(f"metric '{metric.name}' returned {len(results)} results for {len(keys)} inputs")
-        rows = []
-        for key, res in zip(keys, results):
-            res = _checked(metric, res)
-            cache.put(metric.name, key, res)
-            for job in pending[key][1]:
-                rows.append(record(job, res, False))
-                counts["failed" if res.failure else "scored"] += 1
-        out.extend(rows)
-        if progress:
-            progress(len(rows))
-        pending.clear()
+    def write(finished: list[tuple[Any, Any]]) -> None:
+        for keys, results in finished:
+            lost = getattr(results, "reason", None)  # the executor lost the batch's worker for good
+            if lost is None and len(results) != len(keys):
+                raise RuntimeError(f"metric '{metric.name}' returned {len(results)} results for {len(keys)} inputs")
+            rows = []
+            for i, key in enumerate(keys):
+                if lost is None:
+                    res = _checked(metric, results[i])
+                    cache.put(metric.name, key, res)
+                for job in jobs_of.pop(key):
+                    if lost is not None:  # never cached: a later run scores it again
+                        extra = metric.failure_extra(job.item.text, job.item.language or "en")
+                        res = MetricOutput(extra={**extra, "detail": results.detail}, failure=lost)
+                    rows.append(record(job, res, False))
+                    counts["failed" if res.failure else "scored"] += 1
+            out.extend(rows)
+            if progress:
+                progress(len(rows))
 
-    hits: list[dict[str, Any]] = []
-    for job in jobs:
-        prepared = _prepare(metric, job, memo)
-        if isinstance(prepared, str):
-            extra = metric.failure_extra(job.item.text, job.item.language or "en")
-            hits.append(record(job, MetricOutput(extra=extra, failure=prepared), False))
-            counts["failed"] += 1
-            continue
-        key = cache_key(metric, prepared)
-        if key in pending:
-            pending[key][1].append(job)
-            continue
-        cached = cache.get(metric.name, key)
-        if cached is not None:
-            hits.append(record(job, cached, True))
-            counts["cached"] += 1
-            continue
-        pending[key] = (prepared, [job])
-        if len(pending) >= batch_size:
-            flush()
-    out.extend(hits)
-    if progress and hits:
-        progress(len(hits))
-    flush()
+    def flush() -> None:
+        if pending:
+            keys = list(pending)
+            inputs = [pending.pop(k) for k in keys]
+            write(batches.submit(keys, inputs))
+
+    try:
+        hits: list[dict[str, Any]] = []
+        for job in jobs:
+            prepared = _prepare(metric, job, memo)
+            if isinstance(prepared, str):
+                extra = metric.failure_extra(job.item.text, job.item.language or "en")
+                hits.append(record(job, MetricOutput(extra=extra, failure=prepared), False))
+                counts["failed"] += 1
+                continue
+            key = cache_key(metric, prepared)
+            if key in jobs_of:
+                jobs_of[key].append(job)
+                continue
+            cached = cache.get(metric.name, key)
+            if cached is not None:
+                hits.append(record(job, cached, True))
+                counts["cached"] += 1
+                continue
+            pending[key] = prepared
+            jobs_of[key] = [job]
+            if len(pending) >= batch_size:
+                flush()
+        out.extend(hits)
+        if progress and hits:
+            progress(len(hits))
+        flush()
+        write(batches.finish())
+    finally:
+        batches.close()
     return counts
 
 

@@ -26,6 +26,7 @@ from typing import Any, Iterable
 
 from bench import __version__, registry
 from bench.errors import BenchError, SpecMismatch
+from bench.executor import ExecutorOptions
 from bench.jsonio import JsonlAppender, canonical, read_json, read_jsonl, write_json_atomic
 from bench.worker import CallFailed, SystemWorker
 
@@ -189,6 +190,7 @@ class Sweep:
     # Models evaluated at once, each in its own worker with cores // jobs math threads. Records
     # do not depend on it (each configuration is scored alone), only wall time does.
     jobs: int = 1
+    executor: ExecutorOptions = field(default_factory=ExecutorOptions)  # where evaluations run (not in the spec)
 
     @property
     def folder(self) -> Path:
@@ -213,6 +215,9 @@ class Sweep:
 
         if not isinstance(self.jobs, int) or self.jobs < 1:
             raise BenchError(f"jobs must be a positive integer; got {self.jobs!r}")
+        if self.jobs > 1 and self.executor.is_ray:
+            raise BenchError("--jobs is for the local executor; on Ray, --ray-workers sets how many copies of "
+                             "each model evaluate at once")
         bar = tqdm(total=total, initial=len(done), desc="sweep", unit="eval", disable=not self.progress,
                    file=sys.stderr, dynamic_ncols=True)
         try:
@@ -247,6 +252,9 @@ class Sweep:
 
     def _run_model(self, model: str, done: frozenset, recorder: "_Recorder") -> None:
         """Every configuration of one model whose key is not in `done` (the records already stored)."""
+        if self.executor.is_ray:
+            self._run_model_on_ray(model, done, recorder)
+            return
         worker = SystemWorker(model, self.model_options.get(model, {}), timeout_s=self.timeout_s,
                               threads=self._threads())
         try:
@@ -254,29 +262,74 @@ class Sweep:
         except RuntimeError as exc:
             raise BenchError(f"model '{model}' could not load: {exc}") from exc
         try:
-            shape = worker.call("shape").value
-            max_context = worker.call("max_context").value
-            write_json_atomic(self.folder / "models" / f"{_safe(model)}.json", {**shape, "system_name": model})
-            for task in self.spec.tasks:
-                for length in self.spec.lengths:
-                    if length > max_context:
-                        raise BenchError(f"length {length} is beyond model '{model}''s context of "
-                                         f"{max_context} tokens; drop it from --lengths")
-                    samples = self._samples(worker, model, task, length)
-                    for sample in samples:
-                        for phase, method, compression in self.spec.configs():
-                            key = (model, task, length, sample.id, phase, method, float(compression))
-                            if key in done:
-                                continue
-                            recorder.append(self._evaluate(worker, key, sample, shape))
+            shape, todo = self._plan(model, worker.call, done)
+            for key, sample in todo:
+                args, kwargs = self._request(key, sample)
+                try:
+                    outcome: Any = worker.call("score_sample", *args, **kwargs)
+                except CallFailed as exc:
+                    outcome = exc
+                recorder.append(self._record(key, shape, outcome))
         finally:
             worker.stop()
 
-    def _samples(self, worker: SystemWorker, model: str, task: str, length: int) -> list[Any]:
+    def _run_model_on_ray(self, model: str, done: frozenset, recorder: "_Recorder") -> None:
+        """The same evaluations as Ray actor calls on several copies of the model; records are
+        written here as they finish (their order does not matter: they are keyed)."""
+        from bench.ray_executor import SystemPool, WorkerLost
+        from bench.worker import LOAD_TIMEOUT_S, LoadFailed
+
+        pool = SystemPool(self.executor, "system", model, self.model_options.get(model, {}),
+                          timeout_s=self.timeout_s, load_timeout_s=LOAD_TIMEOUT_S)
+        try:
+            first = pool.new_actor()
+        except LoadFailed as exc:
+            raise BenchError(f"model '{model}' could not load: {exc}") from exc
+
+        def call(function: str, *args: Any, **kwargs: Any) -> Any:
+            status, value, detail = pool.ray.get(first.call.remote(function, args, kwargs))
+            if status != "ok":
+                raise CallFailed(value, detail)
+            return value
+
+        shape, todo = self._plan(model, call, done)
+
+        def submit(actor: Any, unit: tuple) -> Any:
+            args, kwargs = self._request(*unit)
+            return actor.call.remote("score_sample", args, kwargs)
+
+        for (key, _), result in pool.map(todo, submit, started=[first]):
+            if isinstance(result, WorkerLost):
+                outcome: Any = CallFailed(result.reason, result.detail)
+            else:
+                status, value, detail = result
+                outcome = value if status == "ok" else CallFailed(value, detail)
+            recorder.append(self._record(key, shape, outcome))
+
+    def _plan(self, model: str, call: Any, done: frozenset) -> tuple[dict[str, Any], list[tuple[tuple, Any]]]:
+        """The model's shape and the (key, sample) evaluations not yet in `done`; `call` runs a
+        method of the model (in its worker) and raises CallFailed."""
+        shape = call("shape").value
+        max_context = call("max_context").value
+        write_json_atomic(self.folder / "models" / f"{_safe(model)}.json", {**shape, "system_name": model})
+        todo = []
+        for task in self.spec.tasks:
+            for length in self.spec.lengths:
+                if length > max_context:
+                    raise BenchError(f"length {length} is beyond model '{model}''s context of "
+                                     f"{max_context} tokens; drop it from --lengths")
+                for sample in self._samples(call, model, task, length):
+                    for phase, method, compression in self.spec.configs():
+                        key = (model, task, length, sample.id, phase, method, float(compression))
+                        if key not in done:
+                            todo.append((key, sample))
+        return shape, todo
+
+    def _samples(self, call: Any, model: str, task: str, length: int) -> list[Any]:
         """Generated inside the model's process (its tokenizer sets the length); stored for the record."""
         try:
-            samples = worker.call("make_samples", task, self.spec.task_options.get(task, {}), length,
-                                  self.spec.n_samples, self.spec.seed).value
+            samples = call("make_samples", task, self.spec.task_options.get(task, {}), length,
+                           self.spec.n_samples, self.spec.seed).value
         except CallFailed as exc:
             raise BenchError(f"task '{task}' at {length} tokens for model '{model}': {exc.detail}") from exc
         path = self.folder / "samples" / f"{_safe(model)}__{_safe(task)}__L{length}.jsonl"
@@ -287,27 +340,30 @@ class Sweep:
             tmp.replace(path)
         return samples
 
-    def _evaluate(self, worker: SystemWorker, key: tuple, sample: Any, shape: dict[str, Any]) -> dict[str, Any]:
+    def _request(self, key: tuple, sample: Any) -> tuple[tuple, dict[str, Any]]:
+        """The arguments of the model's score_sample call for one evaluation."""
+        method, compression = key[5], key[6]
+        budget = {} if method == DENSE else {"compression": compression, **self.spec.method_options.get(method, {})}
+        return (sample,), {"method": method, "phase": "prefill" if key[4] == "dense" else key[4], "budget": budget,
+                           "mode": self.spec.mode}
+
+    def _record(self, key: tuple, shape: dict[str, Any], outcome: Any) -> dict[str, Any]:
+        """The record of one evaluation from its CallResult, or the CallFailed it ended in."""
         model, task, length, sample_id, phase, method, compression = key
         record: dict[str, Any] = {"model": model, "params": shape.get("n_params"), "task": task, "length": length,
                                   "sample_id": sample_id, "phase": phase, "method": method,
                                   "compression": compression, "score": None, "correct": None, "sparsity": None,
                                   "prediction": None, "seconds": None, "n_context_tokens": None,
                                   "failure": None, "detail": ""}
-        budget = {} if method == DENSE else {"compression": compression, **self.spec.method_options.get(method, {})}
-        try:
-            res = worker.call("score_sample", sample, method=method,
-                              phase="prefill" if phase == "dense" else phase, budget=budget,
-                              mode=self.spec.mode)
-        except CallFailed as exc:
-            reason = "bad_budget" if exc.detail.startswith("BadBudget") else exc.reason
-            record.update(failure=reason, detail=exc.detail[:1000])
+        if isinstance(outcome, CallFailed):
+            reason = "bad_budget" if outcome.detail.startswith("BadBudget") else outcome.reason
+            record.update(failure=reason, detail=outcome.detail[:1000])
             return record
-        score = res.value
+        score = outcome.value
         # n_context_tokens: the prompt as the model processed it (the task's length plus any BOS),
         # which is what the cost model should count.
         record.update(score=float(score.score), correct=int(score.score >= 1.0), sparsity=float(score.sparsity),
-                      prediction=score.prediction, seconds=res.seconds,
+                      prediction=score.prediction, seconds=outcome.seconds,
                       n_context_tokens=int(score.n_context_tokens) if score.n_context_tokens else None)
         return record
 

