@@ -93,6 +93,8 @@ class System:
     # True for systems that sample: the run's --seed reaches them as option `seed` (unless the user
     # gives one with --system-opt), so it is recorded in the spec with the system's other options.
     takes_seed: ClassVar[bool] = False
+    # What one copy needs on a Ray cluster (--executor ray): Ray's num_cpus, num_gpus, memory (bytes).
+    resources: ClassVar[dict[str, float]] = {"num_cpus": 1}
 
     def __init__(self, **options: Any):
         self.options = options
@@ -196,6 +198,8 @@ class Metric:
     # record (bench.results refuses it). `value_ranges` overrides it per value name.
     default_range: ClassVar[tuple[float, float]] = (float("-inf"), float("inf"))
     value_ranges: ClassVar[dict[str, tuple[float, float]]] = {}
+    # What one copy of the evaluator needs on a Ray cluster (--executor ray), as for systems.
+    resources: ClassVar[dict[str, float]] = {"num_cpus": 1}
 
     def __init__(self, **options: Any):
         self.options = options
