@@ -3,13 +3,15 @@
 
 A token -> phone majority map is fitted on frames of 5 training voices and labels the frames of the
 other 2 voices (900 corpus utterances, seeded; phones from the aligner's durations). Compared:
-  acoustic  the committed tokenizer's level 1 (residual k-means on normalised log-mel, 1,024 codes)
-  content   k-means (1,024 codes, same fitting code) on the aligner's frame encoder, which is trained
-            to match frames to phones (the role CosyVoice's supervised S3 tokens play)
+  level1    the tokenizer's level 1 (--checkpoints; the committed tokenizer quantises the aligner's
+            frame encoder, the one before it residual k-means on normalised log-mel; both 1,024
+            codes and fitted on all 7 training voices)
+  content   k-means (1,024 codes, same fitting code) on the aligner's frame encoder fitted on the 5
+            fitting voices only (the role CosyVoice's supervised S3 tokens play)
 Printed: frame phone accuracy on the 2 held-apart voices, and the share of their frames whose code
 occurs in the 5 fitting voices at all.
 
-Usage: python benchmarks/tts_token_content.py [--corpus data/tts-corpus] [--json]
+Usage: python benchmarks/tts_token_content.py [--corpus data/tts-corpus] [--checkpoints DIR] [--json]
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--corpus", type=Path, default=ROOT / "data" / "tts-corpus")
     parser.add_argument("--utterances", type=int, default=900)
+    parser.add_argument("--checkpoints", type=Path, help="checkpoint folder (default: the committed one)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
@@ -40,26 +43,27 @@ def main(argv: list[str] | None = None) -> int:
     from systems.tts.train import CHECKPOINTS, load_aligned_corpus
 
     torch.set_num_threads(1)
+    checkpoints = args.checkpoints or CHECKPOINTS
     quiet = lambda _: None  # noqa: E731
-    utterances, stats = load_aligned_corpus(args.corpus, CHECKPOINTS, quiet)
-    attach_tokens(utterances, stats, CHECKPOINTS, args.corpus, quiet)
+    utterances, stats = load_aligned_corpus(args.corpus, checkpoints, quiet)
+    attach_tokens(utterances, stats, checkpoints, args.corpus, quiet)
     aligner = Aligner()
-    load_weights_strict(aligner, CHECKPOINTS / "aligner" / "model.safetensors")
+    load_weights_strict(aligner, checkpoints / "aligner" / "model.safetensors")
     aligner.eval()
     voices = sorted({u.voice for u in utterances})
     apart = set(voices[-2:])
     rng = np.random.default_rng(0)
     sample = [utterances[i] for i in rng.choice(len(utterances), min(args.utterances, len(utterances)), replace=False)]
-    encoded, acoustic, phones, held = [], [], [], []
+    encoded, level1, phones, held = [], [], [], []
     with torch.no_grad():
         for u in sample:
             mel = torch.from_numpy(stats.normalise(u.log_mel))[None]
             encoded.append(aligner.frames(mel.transpose(1, 2)).transpose(1, 2)[0].numpy())
             frame_phones, _ = frame_alignment(u.phones, u.durations)
-            acoustic.append(u.tokens[:, 0])
+            level1.append(u.tokens[:, 0])
             phones.append(frame_phones)
             held.append(np.full(len(frame_phones), u.voice in apart))
-    encoded, acoustic = np.concatenate(encoded), np.concatenate(acoustic)
+    encoded, level1 = np.concatenate(encoded), np.concatenate(level1)
     phones, held = np.concatenate(phones), np.concatenate(held)
     content_tokenizer, _ = ResidualKMeans.fit(encoded[~held], TokenizerConfig(levels=1, codes=1024, sample_frames=100_000,
                                                                               iterations=10), log=quiet)
@@ -74,13 +78,13 @@ def main(argv: list[str] | None = None) -> int:
 
     result = {"fitting_voices": sorted(set(voices) - apart), "held_apart_voices": sorted(apart),
               "frames_fitting": int((~held).sum()), "frames_held_apart": int(held.sum()),
-              "acoustic": accuracy(acoustic), "content": accuracy(content)}
+              "level1": accuracy(level1), "content": accuracy(content)}
     if args.json:
         print(json.dumps(result))
         return 0
     print(f"token -> phone map fitted on {result['frames_fitting']} frames of {', '.join(result['fitting_voices'])};"
           f" tested on {result['frames_held_apart']} frames of {', '.join(result['held_apart_voices'])}")
-    for name in ("acoustic", "content"):
+    for name in ("level1", "content"):
         r = result[name]
         print(f"  {name:8s} tokens: phone accuracy {100 * r['phone_accuracy']:.1f} %, "
               f"frames whose code occurs in the fitting voices {100 * r['codes_seen']:.1f} %")

@@ -123,6 +123,16 @@ def test_a_system_that_cannot_load_fails_every_item_on_ray_too(cluster, tmp_path
     assert len(gens) == 4 and {g["reason"] for g in gens} == {"load_timeout"}
 
 
+def test_the_per_item_timeout_and_crash_isolation_hold_on_ray(cluster, tmp_path):
+    manifest = write_manifest(tmp_path, {"ok1": "fine", "hang": "HANG now", "crash": "CRASH now", "ok2": "fine too"})
+    assert main(["run", "--no-progress", "--systems", TONE, "--task", TASK, "--task-opt", f"manifest={manifest}",
+                 "--metrics", DUR, "--timeout", "3", "--no-warmup", "--out", str(tmp_path / "out"),
+                 "--executor", "ray", "--ray-workers", "1"]) == 0
+    gens = {g["item_id"]: g for g in read_jsonl(only_run_folder(tmp_path / "out") / "generations.jsonl")}
+    assert {k: g["reason"] for k, g in gens.items()} == {"ok1": None, "ok2": None, "hang": "timeout",
+                                                         "crash": "crashed"}
+
+
 def test_a_sweep_on_ray_writes_the_local_records(cluster, tmp_path):
     pytest.importorskip("torch")
     from systems.lm.data import WordTokenizer

@@ -1,0 +1,211 @@
+"""Throughput of the harness beside the raw cost of the models and evaluators it drives.
+
+1. `bench run` on the embedded task (the systems of `make demo`, `--limit` items, fresh score
+   cache), as a whole process, against a plain in-process script doing the same work: load each
+   system once and synthesise every item, load each metric once and score the outputs in batches.
+   Interleaved (harness, plain, harness, plain, ...). Printed: items per minute of each and the
+   harness's overhead, harness / plain - 1 (goal under 5 %).
+2. `bench score` per metric: seconds of audio scored per second through the harness's scoring path
+   against the metric's own batches on the same inputs (evaluator loaded once for both).
+3. A sweep (tiny-llama-m at 512 tokens, three prefill methods, 4 and 16 samples, interleaved):
+   evaluations per minute once started (the marginal wall time per evaluation) against the model's
+   own time per evaluation (the records' `seconds`, timed inside the worker); the fixed cost of a
+   sweep (process start, model load, samples) apart.
+
+Usage: python benchmarks/throughput.py [--limit 4] [--rounds 3] [--only run|score|sweep] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.timing import paired_ratios, spread  # noqa: E402
+
+DEMO_SYSTEMS = "ground-truth,vocoder-ceiling,tiny-ar,tiny-nar,tiny-flow,flite"
+TASK = "librivox-mini"
+
+
+def bench_run(out: Path, limit: int, cache: Path) -> float:
+    cmd = [str(Path(sys.executable).with_name("bench")), "run", "--systems", DEMO_SYSTEMS, "--task", TASK,
+           "--limit", str(limit), "--out", str(out), "--no-progress"]
+    start = time.perf_counter()
+    subprocess.run(cmd, env={**os.environ, "BENCH_SCORE_CACHE": str(cache)}, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def plain_script(limit: int) -> float:
+    """The same generation and scoring without the harness: a fresh process, as a user's script."""
+    code = f"""
+import sys, time
+sys.path.insert(0, {str(ROOT)!r})
+from bench import registry
+from bench.audio import Audio
+from bench.contracts import MetricInput
+from bench.runner import RunOptions, build_metrics, load_task
+task, items = load_task({TASK!r}, {{}}, {limit})
+metrics, _ = build_metrics(task, RunOptions(out_root='.'))
+outputs = []
+for name in {DEMO_SYSTEMS!r}.split(','):
+    system = registry.create('system', name, **({{'seed': 0}} if getattr(registry.get_class('system', name), 'takes_seed', False) else {{}}))
+    system.load()
+    for item in items:
+        chunks = list(system.synthesize_stream(item.text, item.prompt, item))
+        audio = Audio(__import__('numpy').concatenate([c.samples for c in chunks]), chunks[0].sample_rate)
+        outputs.append((item, audio))
+for metric in metrics:
+    metric.load()
+    inputs = []
+    for item, audio in outputs:
+        inp = MetricInput(item_id=item.id, hypothesis=audio.resampled(metric.sample_rate), text=item.text,
+                          language=item.language)
+        if 'reference' in metric.needs and item.reference_path:
+            from bench.audio import read_audio
+            inp.reference = read_audio(item.reference_path).resampled(metric.sample_rate)
+        if 'prompt' in metric.needs and item.prompt:
+            from bench.audio import read_audio
+            inp.prompt = read_audio(item.prompt.audio_path).resampled(metric.sample_rate)
+        inputs.append(inp)
+    for i in range(0, len(inputs), 16):
+        metric.score_batch(inputs[i:i + 16])
+"""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def run_vs_plain(limit: int, rounds: int, quiet: bool) -> dict:
+    n_items = limit * len(DEMO_SYSTEMS.split(","))
+    harness, plain = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for k in range(rounds):
+            harness.append(bench_run(Path(tmp) / f"out{k}", limit, Path(tmp) / f"cache{k}"))
+            plain.append(plain_script(limit))
+    overhead = [r - 1 for r in paired_ratios(harness, plain)]
+    result = {"items": n_items, "harness_s": harness, "plain_s": plain,
+              "harness_items_per_min": 60 * n_items / statistics.median(harness),
+              "plain_items_per_min": 60 * n_items / statistics.median(plain),
+              "overhead_rounds": overhead, "overhead": statistics.median(overhead), "goal": 0.05}
+    if not quiet:
+        print(f"bench run, {TASK} x {limit} items x {len(DEMO_SYSTEMS.split(','))} systems ({n_items} items): "
+              f"harness {spread(harness, 1)} s = {result['harness_items_per_min']:.1f} items/min; "
+              f"plain script {spread(plain, 1)} s = {result['plain_items_per_min']:.1f} items/min; "
+              f"overhead {spread([100 * o for o in overhead], 1)} % (goal < 5 %)")
+    return result
+
+
+def score_per_metric(rounds: int, quiet: bool) -> dict:
+    from bench.jsonio import JsonlAppender
+    from bench.runner import RunOptions, build_metrics, load_task
+    from bench.scoring import AudioMemo, ScoreCache, ScoreJob, _prepare, score_metric
+
+    task, items = load_task(TASK, {}, None)
+    metrics, _ = build_metrics(task, RunOptions(out_root=Path(".")))
+    memo = AudioMemo()
+    jobs = [ScoreJob("ground-truth", it, it.reference_path) for it in items if it.reference_path]
+    out: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for metric in metrics:
+            inputs = [p for p in (_prepare(metric, j, memo) for j in jobs) if not isinstance(p, str)]
+            audio_s = sum(inp.hypothesis.duration for inp in inputs)
+            metric.load()
+            metric.score_batch(inputs[:1])
+            raw, harness = [], []
+            for k in range(rounds):
+                start = time.perf_counter()
+                for i in range(0, len(inputs), 16):
+                    metric.score_batch(inputs[i:i + 16])
+                raw.append(time.perf_counter() - start)
+                start = time.perf_counter()
+                with JsonlAppender(Path(tmp) / f"{metric.name}-{k}.jsonl") as sink:
+                    score_metric(metric, jobs, sink, cache=ScoreCache(enabled=False), memo=memo, batch_size=16)
+                harness.append(time.perf_counter() - start)
+            # The harness scores identical inputs once (each target recording appears with two prompts
+            # here), so it may do less work than the plain batches: its overhead can be negative.
+            overhead = [r - 1 for r in paired_ratios(harness, raw)]
+            out[metric.name] = {"audio_s": audio_s, "raw_s": raw, "harness_s": harness,
+                                "audio_s_per_s": audio_s / statistics.median(harness),
+                                "raw_audio_s_per_s": audio_s / statistics.median(raw),
+                                "overhead": statistics.median(overhead)}
+            if not quiet:
+                print(f"bench score {metric.name:11s} {out[metric.name]['audio_s_per_s']:7.1f} s of audio per s "
+                      f"(raw {out[metric.name]['raw_audio_s_per_s']:7.1f}); overhead "
+                      f"{spread([100 * o for o in overhead], 1)} %")
+    return out
+
+
+def _sweep(samples: int) -> tuple[float, list[dict]]:
+    from bench.jsonio import read_jsonl
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [str(Path(sys.executable).with_name("bench")), "sweep", "--models", "tiny-llama-m", "--tasks",
+               "niah-single", "--lengths", "512", "--prefill-methods", "vertical-slash,block-sparse,streaming",
+               "--decode-methods", "", "--compressions", "2,5", "--samples", str(samples), "--method-opt",
+               "vertical-slash.local=4", "--method-opt", "vertical-slash.last_q=32", "--method-opt",
+               "block-sparse.block=8", "--out", tmp, "--no-analysis", "--no-progress"]
+        start = time.perf_counter()
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return time.perf_counter() - start, read_jsonl(next(Path(tmp).glob("*/records.jsonl")))
+
+
+def sweep_throughput(rounds: int, quiet: bool) -> dict:
+    """Two sweep sizes, interleaved: the fixed cost (start, model load) is the difference's
+    intercept, and the per-evaluation overhead is the marginal wall time per evaluation against the
+    model's own time per evaluation."""
+    small, large = 4, 16
+    walls: dict[int, list[float]] = {small: [], large: []}
+    model_per_eval = []
+    n = {}
+    for _ in range(rounds):
+        for samples in (small, large):
+            wall, records = _sweep(samples)
+            walls[samples].append(wall)
+            n[samples] = len(records)
+            model_per_eval.append(sum(r["seconds"] or 0.0 for r in records) / len(records))
+    marginal = [(b - a) / (n[large] - n[small]) for a, b in zip(walls[small], walls[large])]
+    model = statistics.median(model_per_eval)
+    fixed = statistics.median(walls[small]) - n[small] * statistics.median(marginal)
+    result = {"evaluations": n, "wall_s": {str(k): v for k, v in walls.items()},
+              "marginal_s_per_eval": marginal, "model_s_per_eval": model, "fixed_s": fixed,
+              "evaluations_per_min": 60 / statistics.median(marginal),
+              "overhead_per_eval": statistics.median(marginal) / model - 1, "goal": 0.05}
+    if not quiet:
+        print(f"bench sweep: {result['evaluations_per_min']:.0f} evaluations/min once started (marginal "
+              f"{spread([1000 * m for m in marginal], 1)} ms per evaluation, the model's own {1000 * model:.1f} ms: "
+              f"overhead {100 * result['overhead_per_eval']:.0f} %); fixed cost per sweep {fixed:.1f} s "
+              f"(process start, model load, samples)")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--limit", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only", choices=("run", "score", "sweep"))
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    result: dict = {}
+    if args.only in (None, "run"):
+        result["run"] = run_vs_plain(args.limit, args.rounds, args.json)
+    if args.only in (None, "score"):
+        result["score"] = score_per_metric(args.rounds, args.json)
+    if args.only in (None, "sweep"):
+        result["sweep"] = sweep_throughput(args.rounds, args.json)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
