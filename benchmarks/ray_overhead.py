@@ -1,7 +1,7 @@
 """The Ray executor against the local one on this machine, side by side in one run.
 
 A scoring job (default: WER, the heaviest evaluator, on every generated clip of a finished run
-folder, 60 clips for the committed librivox-mini run) is scored from scratch (no score cache) by
+folder, 60 clips for `make demo`'s librivox-mini run) is scored from scratch (no score cache) by
 the local executor, by Ray with 1 worker and by Ray with 2 workers, interleaved per round
 (local, ray-1, ray-2, local, ...). Each job includes what a user waits for: loading the evaluator
 (in each Ray actor) and scoring; the Ray cluster itself is started once before timing, as a
@@ -11,7 +11,7 @@ The scores of every job are compared with the first local job's: the largest dif
 (the last bits can differ where an evaluator's math library splits work by thread count: a Ray
 actor has its declared CPUs' threads, the local executor all cores').
 
-Usage: python benchmarks/ray_overhead.py [--run-folder runs/librivox-mini-3cf65ab0a4a0] [--metric wer]
+Usage: python benchmarks/ray_overhead.py [--run-folder runs/librivox-mini-HASH] [--metric wer]
                                          [--rounds 3] [--json]
 """
 
@@ -53,7 +53,8 @@ def score_job(source: Path, metric: str, executor, out_root: Path) -> tuple[floa
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run-folder", type=Path, default=ROOT / "runs" / "librivox-mini-3cf65ab0a4a0")
+    parser.add_argument("--run-folder", type=Path, help="a finished run with its audio (default: the runs/librivox-mini-* "
+                                                        "folder with the most clips, e.g. from `make demo`)")
     parser.add_argument("--metric", default="wer")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", action="store_true")
@@ -64,6 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     from bench.executor import ExecutorOptions
     from bench.jsonio import read_jsonl
 
+    if args.run_folder is None:
+        found = [f for f in (ROOT / "runs").glob("librivox-mini-*") if (f / "audio").is_dir()]
+        if not found:
+            raise SystemExit("no run folder with audio in runs/: run `make demo` first, or give --run-folder")
+        args.run_folder = max(found, key=lambda f: sum(1 for _ in (f / "audio").rglob("*.wav")))
     clips = sum(1 for g in read_jsonl(args.run_folder / "generations.jsonl") if g["status"] == "ok")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING",
              runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})

@@ -69,13 +69,13 @@ def test_training_losses_fell():
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("flite") is None, reason="the phone front end needs flite (scripts/setup.sh installs it)")
-@pytest.mark.parametrize("system_name,limit,margin", [("tiny-flow", 0.75, 0.1), ("tiny-nar", 0.95, 0.05),
-                                                      ("tiny-ar", None, 0.03)])
+@pytest.mark.parametrize("system_name,limit,margin", [("tiny-flow", 0.75, 0.1), ("tiny-nar", 0.6, 0.05),
+                                                      ("tiny-ar", 0.9, 0.03)])
 def test_trained_families_speak_held_out_text_in_the_prompts_voice(system_name, limit, margin, tmp_path, monkeypatch):
     """Six held-out sentences in training voices: Whisper recognises words (babble scores about
     1.0 or more), and the output is closer to its own prompt's voice than to another voice's.
-    The AR model reads the text only partly (README: WER 84 % on tts-seen, CIs +-10): for it only
-    stopping and the voice are checked, not the words."""
+    On these six items the comparison run (tts-seen-816c2d400c66) scored flow 0.24, NAR 0.30 and
+    AR 0.64; the limits leave room for Whisper's and the machine's arithmetic, not for babble."""
     from bench import registry
     from bench.contracts import MetricInput
     from bench.audio import read_audio, validate
