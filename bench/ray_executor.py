@@ -204,17 +204,11 @@ class SystemPool:
 
     def new_actor(self) -> Any:
         """A started actor; raises LoadFailed (LoadTimeout for a hang) when the system cannot load."""
-        from bench.worker import LoadFailed, LoadTimeout
-
-        actor = self._make()
-        status, message = self.ray.get(actor.start.remote(self.warmup))
-        if status != "loaded":
-            _kill(self.ray, actor)
-            raise (LoadTimeout if status == "load_timeout" else LoadFailed)(message)
-        return actor
+        return self.started(1)[0]
 
     def started(self, size: int) -> list[Any]:
-        """`size` actors loading at once (a cluster loads them in parallel)."""
+        """`size` actors loading at once (a cluster loads them in parallel); raises LoadFailed
+        (LoadTimeout for a hang), with every one of them stopped, when the system cannot load."""
         from bench.worker import LoadFailed, LoadTimeout
 
         actors = [self._make() for _ in range(size)]
