@@ -92,40 +92,66 @@ class WorkerLost:
         self.reason, self.detail = WORKER_LOST, f"the Ray worker died {tries} time(s): {message[:800]}"
 
 
+class ActorPool:
+    """Units of work on at most `capacity` actors, one unit in flight per actor, fed as they come:
+    submit() returns the (unit, result) pairs that finished meanwhile, finish() the rest. A unit
+    whose actor died goes to a fresh actor up to `max_retries` times, then ends as WorkerLost."""
+
+    def __init__(self, new_actor: Callable[[], Any], capacity: int, call: Callable[[Any, Any], Any],
+                 max_retries: int):
+        self.ray, self.lost = ray_module(), _lost_errors()
+        self.new_actor, self.capacity, self.call, self.max_retries = new_actor, max(1, capacity), call, max_retries
+        self.idle: list[Any] = []
+        self.running: dict[Any, tuple[Any, Any, int]] = {}  # ObjectRef -> (actor, unit, tries)
+
+    def _launch(self, unit: Any, tries: int) -> None:
+        actor = self.idle.pop() if self.idle else self.new_actor()
+        self.running[self.call(actor, unit)] = (actor, unit, tries)
+
+    def _collect_one(self) -> list[tuple[Any, Any]]:
+        (ref,), _ = self.ray.wait(list(self.running), num_returns=1)
+        actor, unit, tries = self.running.pop(ref)
+        try:
+            result = self.ray.get(ref)
+        except self.lost as exc:
+            _kill(self.ray, actor)
+            if tries < self.max_retries:
+                self._launch(unit, tries + 1)
+                return []
+            return [(unit, WorkerLost(tries + 1, exc))]
+        self.idle.append(actor)
+        return [(unit, result)]
+
+    def submit(self, unit: Any) -> list[tuple[Any, Any]]:
+        done: list[tuple[Any, Any]] = []
+        while len(self.running) >= self.capacity:
+            done += self._collect_one()
+        self._launch(unit, 0)
+        return done
+
+    def finish(self) -> list[tuple[Any, Any]]:
+        done: list[tuple[Any, Any]] = []
+        while self.running:
+            done += self._collect_one()
+        return done
+
+    def close(self) -> None:
+        for actor in self.idle + [a for a, _, _ in self.running.values()]:
+            _kill(self.ray, actor)
+        self.idle, self.running = [], {}
+
+
 def map_unordered(new_actor: Callable[[], Any], size: int, units: Iterable[Any],
                   submit: Callable[[Any, Any], Any], max_retries: int) -> Iterator[tuple[Any, Any]]:
-    """Runs `submit(actor, unit)` (an ObjectRef) for every unit on `size` actors, one unit in
-    flight per actor, and yields (unit, result) as they finish; a unit whose actor died is given to
-    a fresh actor up to `max_retries` times, then yields (unit, WorkerLost)."""
-    ray = ray_module()
-    lost = _lost_errors()
-    queue = deque((unit, 0) for unit in units)
-    idle = [new_actor() for _ in range(min(size, len(queue)))]
-    running: dict[Any, tuple[Any, Any, int]] = {}
+    """Runs `submit(actor, unit)` (an ObjectRef) for every unit on `size` actors and yields
+    (unit, result) as they finish (ActorPool's retries; WorkerLost for a unit that never ran)."""
+    pool = ActorPool(new_actor, size, submit, max_retries)
     try:
-        while queue or running:
-            while idle and queue:
-                actor = idle.pop()
-                unit, tries = queue.popleft()
-                running[submit(actor, unit)] = (actor, unit, tries)
-            (ref,), _ = ray.wait(list(running), num_returns=1)
-            actor, unit, tries = running.pop(ref)
-            try:
-                result = ray.get(ref)
-            except lost as exc:
-                _kill(ray, actor)
-                if tries < max_retries:
-                    queue.appendleft((unit, tries + 1))
-                else:
-                    yield unit, WorkerLost(tries + 1, exc)
-                if queue:
-                    idle.append(new_actor())
-                continue
-            idle.append(actor)
-            yield unit, result
+        for unit in units:
+            yield from pool.submit(unit)
+        yield from pool.finish()
     finally:
-        for actor in idle + [a for a, _, _ in running.values()]:
-            _kill(ray, actor)
+        pool.close()
 
 
 def _kill(ray: Any, actor: Any) -> None:
@@ -280,59 +306,20 @@ class RayBatches:
 
     def __init__(self, metric: Any, opts: ExecutorOptions):
         ray = connect(opts)
-        self.ray, self.opts, self.metric = ray, opts, metric
-        self.resources = actor_options(getattr(type(metric), "resources", None))
-        threads = max(1, int(self.resources["num_cpus"]))
+        resources = actor_options(getattr(type(metric), "resources", None))
+        threads = max(1, int(resources["num_cpus"]))
         remote = ray.remote(MetricHost)
         cls, options = type(metric), dict(metric.options)  # the class travels by reference (module:name)
-        self._make = lambda: remote.options(name=actor_name("metric", metric.name), **self.resources).remote(
+        make = lambda: remote.options(name=actor_name("metric", metric.name), **resources).remote(  # noqa: E731
             cls, options, threads)
-        self.capacity = pool_size(opts, self.resources, 1 << 30)
-        self.actors: list[Any] = []
-        self.idle: list[Any] = []
-        self.running: dict[Any, tuple[Any, Any, list[Any], int]] = {}
-        self.lost = _lost_errors()
-
-    def _actor(self) -> Any:
-        if self.idle:
-            return self.idle.pop()
-        actor = self._make()
-        self.actors.append(actor)
-        return actor
-
-    def _launch(self, tag: Any, inputs: list[Any], tries: int) -> None:
-        actor = self._actor()
-        self.running[actor.score_batch.remote(inputs)] = (actor, tag, inputs, tries)
-
-    def _collect_one(self) -> list[tuple[Any, Any]]:
-        (ref,), _ = self.ray.wait(list(self.running), num_returns=1)
-        actor, tag, inputs, tries = self.running.pop(ref)
-        try:
-            results = self.ray.get(ref)
-        except self.lost as exc:
-            _kill(self.ray, actor)
-            self.actors.remove(actor)
-            if tries < self.opts.max_retries:
-                self._launch(tag, inputs, tries + 1)
-                return []
-            return [(tag, WorkerLost(tries + 1, exc))]
-        self.idle.append(actor)
-        return [(tag, results)]
+        self.pool = ActorPool(make, pool_size(opts, resources, 1 << 30),
+                              lambda actor, unit: actor.score_batch.remote(unit[1]), opts.max_retries)
 
     def submit(self, tag: Any, inputs: list[Any]) -> list[tuple[Any, Any]]:
-        done: list[tuple[Any, Any]] = []
-        while len(self.running) >= self.capacity:
-            done += self._collect_one()
-        self._launch(tag, inputs, 0)
-        return done
+        return [(unit[0], result) for unit, result in self.pool.submit((tag, inputs))]
 
     def finish(self) -> list[tuple[Any, Any]]:
-        done: list[tuple[Any, Any]] = []
-        while self.running:
-            done += self._collect_one()
-        return done
+        return [(unit[0], result) for unit, result in self.pool.finish()]
 
     def close(self) -> None:
-        for actor in self.actors:
-            _kill(self.ray, actor)
-        self.actors, self.idle, self.running = [], [], {}
+        self.pool.close()

@@ -369,6 +369,7 @@ def test_duration_free_flow_lays_out_phones_then_fillers(tiny, tmp_path):
 def test_duration_free_nar_reads_phones_as_a_prefix_and_takes_the_prompts_rate(tiny, tmp_path):
     import numpy as np
 
+    from systems.tts.flow import FlowConfig, FlowModel
     from systems.tts.nar import MaskedModel, NARConfig, training_loss
     from systems.tts.modules import save_checkpoint
     from systems.tts.train import write_manifest
@@ -392,20 +393,25 @@ def test_duration_free_nar_reads_phones_as_a_prefix_and_takes_the_prompts_rate(t
     assert a.shape == (1, 10, 2, 16) and not torch.allclose(a, b)
     with pytest.raises(ValueError, match="phone sequence"):
         model(tokens, None, None)
-    # As a system: the length comes from the prompt's frames per phone; the decoder is refused.
+    # As a system: the length comes from the prompt's frames per phone, through either acoustic
+    # stage (the committed decoder reads no phones); a decoder that reads phones is refused.
     copy = tmp_path / "ckpt"
     shutil.copytree(tiny, copy)
     save_checkpoint(copy / "nar", model, {"kind": "nar", "model": config.to_json()}, half=True)
     write_manifest(copy)
-    with pytest.raises(BenchError, match="acoustic=codebooks"):
+    for acoustic in ("codebooks", "decoder"):
+        system = TinyNAR(checkpoints=str(copy), acoustic=acoustic, steps=2, nfe=2)
+        system.load()
+        plan = system.plan(ITEM.text, _prompt())
+        target_phones = len(plan["phones"]) - plan["prompt_phones"]
+        expected = round(target_phones * plan["prompt_frames"] / plan["prompt_phones"])
+        audio = system.synthesize(ITEM.text, _prompt(), ITEM)
+        assert abs(len(audio.samples) - (expected - 1) * HOP) <= HOP, acoustic
+    decoder = FlowConfig(d=32, layers=1, heads=2, text_blocks=1, tokens=16, phones=True)
+    save_checkpoint(copy / "decoder", FlowModel(decoder), {"kind": "decoder", "model": decoder.to_json()}, half=True)
+    write_manifest(copy)
+    with pytest.raises(BenchError, match="decoder that reads phones"):
         TinyNAR(checkpoints=str(copy)).load()
-    system = TinyNAR(checkpoints=str(copy), acoustic="codebooks", steps=2)
-    system.load()
-    plan = system.plan(ITEM.text, _prompt())
-    target_phones = len(plan["phones"]) - plan["prompt_phones"]
-    expected = round(target_phones * plan["prompt_frames"] / plan["prompt_phones"])
-    audio = system.synthesize(ITEM.text, _prompt(), ITEM)
-    assert abs(len(audio.samples) - (expected - 1) * HOP) <= HOP
 
 
 def test_autoregressive_cached_generation_matches_a_full_forward_pass():

@@ -363,9 +363,12 @@ class TinyNAR(TokenFamily):
 
         self.load_tokenizer()
         self.model = MaskedModel(NARConfig(**self.config["model"]))
-        if self.model.config.alignment == "prefix" and self.options["acoustic"] == "decoder":
+        # The prefix form's frames carry no phones; a decoder that reads phones would get none.
+        if self.model.config.alignment == "prefix" and getattr(self, "decoder", None) is not None \
+                and self.decoder.config.phones:
             raise BenchError("this NAR checkpoint is the duration-free (prefix) form: its frames have no phone "
-                             "alignment for the decoder -> run it with acoustic=codebooks")
+                             "alignment for a decoder that reads phones -> run it with acoustic=codebooks, "
+                             "or with a decoder trained without phones")
         load_weights_strict(self.model, self.folder / "nar" / "model.safetensors")
         self.model.eval()
 
