@@ -69,12 +69,15 @@ def _add_executor_arguments(p: argparse.ArgumentParser) -> None:
                                          "Ray on this machine's cores)")
     p.add_argument("--ray-workers", type=int, help="Ray actors per system or evaluator (default: as many as the "
                                                     "cluster's CPUs hold)")
+    p.add_argument("--ray-cpus-per-worker", type=float, help="CPUs (and math threads) each Ray actor takes, instead "
+                                                             "of what its system or evaluator declares (default 1)")
 
 
 def _executor(args: argparse.Namespace):
     from bench.executor import ExecutorOptions
 
-    return ExecutorOptions(kind=args.executor, address=args.ray_address, workers=args.ray_workers)
+    return ExecutorOptions(kind=args.executor, address=args.ray_address, workers=args.ray_workers,
+                           cpus_per_worker=args.ray_cpus_per_worker)
 
 
 def _add_wandb_arguments(p: argparse.ArgumentParser) -> None:

@@ -24,6 +24,8 @@ class ExecutorOptions:
     address: str | None = None
     # ray: actors per system or evaluator; None: as many as the cluster's CPUs hold
     workers: int | None = None
+    # ray: CPUs (and math threads) per actor, instead of what the system or evaluator declares
+    cpus_per_worker: float | None = None
     # ray: a work unit whose worker died is tried again this many times before it counts as failed
     max_retries: int = 2
 
@@ -32,10 +34,12 @@ class ExecutorOptions:
             raise BenchError(f"unknown executor '{self.kind}': use one of {', '.join(EXECUTORS)}")
         if self.workers is not None and self.workers < 1:
             raise BenchError(f"--ray-workers must be at least 1; got {self.workers}")
+        if self.cpus_per_worker is not None and self.cpus_per_worker <= 0:
+            raise BenchError(f"--ray-cpus-per-worker must be above 0; got {self.cpus_per_worker}")
         if self.max_retries < 0:
             raise BenchError(f"max_retries must be >= 0; got {self.max_retries}")
-        if self.kind == "local" and (self.address is not None or self.workers is not None):
-            raise BenchError("--ray-address and --ray-workers need --executor ray")
+        if self.kind == "local" and (self.address, self.workers, self.cpus_per_worker) != (None, None, None):
+            raise BenchError("--ray-address, --ray-workers and --ray-cpus-per-worker need --executor ray")
 
     @property
     def is_ray(self) -> bool:
@@ -44,4 +48,5 @@ class ExecutorOptions:
     def to_json(self) -> dict[str, Any]:
         if not self.is_ray:
             return {"kind": "local"}
-        return {"kind": "ray", "address": self.address, "workers": self.workers, "max_retries": self.max_retries}
+        return {"kind": "ray", "address": self.address, "workers": self.workers,
+                "cpus_per_worker": self.cpus_per_worker, "max_retries": self.max_retries}

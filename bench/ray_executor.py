@@ -51,13 +51,16 @@ def connect(opts: ExecutorOptions) -> Any:
     return ray
 
 
-def actor_options(resources: dict[str, float] | None) -> dict[str, Any]:
-    """Ray actor options from a plug-in's declared `resources` (num_cpus, num_gpus, memory)."""
+def actor_options(resources: dict[str, float] | None, opts: ExecutorOptions) -> dict[str, Any]:
+    """Ray actor options from a plug-in's declared `resources` (num_cpus, num_gpus, memory);
+    --ray-cpus-per-worker replaces num_cpus."""
     res = dict(resources or {"num_cpus": 1})
     unknown = sorted(set(res) - {"num_cpus", "num_gpus", "memory"})
     if unknown:
         raise BenchError(f"resources may name num_cpus, num_gpus and memory; got {unknown}")
     res.setdefault("num_cpus", 1)
+    if opts.cpus_per_worker is not None:
+        res["num_cpus"] = opts.cpus_per_worker
     return res
 
 
@@ -221,7 +224,7 @@ class SystemPool:
         ray = connect(opts)
         self.ray, self.opts = ray, opts
         cls = registry.get_class(kind, name)
-        self.resources = actor_options(getattr(cls, "resources", None))
+        self.resources = actor_options(getattr(cls, "resources", None), opts)
         threads = max(1, int(self.resources["num_cpus"]))
         remote = ray.remote(SystemHost)
         self._make = lambda: remote.options(name=actor_name(kind, name), **self.resources).remote(
@@ -306,7 +309,7 @@ class RayBatches:
 
     def __init__(self, metric: Any, opts: ExecutorOptions):
         ray = connect(opts)
-        resources = actor_options(getattr(type(metric), "resources", None))
+        resources = actor_options(getattr(type(metric), "resources", None), opts)
         threads = max(1, int(resources["num_cpus"]))
         remote = ray.remote(MetricHost)
         cls, options = type(metric), dict(metric.options)  # the class travels by reference (module:name)

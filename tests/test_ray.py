@@ -162,3 +162,18 @@ def test_executor_options_are_checked():
         ExecutorOptions(kind="ray", workers=0)
     with pytest.raises(BenchError, match="unknown executor"):
         ExecutorOptions(kind="dask")
+    with pytest.raises(BenchError, match="need --executor ray"):
+        ExecutorOptions(kind="local", cpus_per_worker=2)
+    with pytest.raises(BenchError, match="above 0"):
+        ExecutorOptions(kind="ray", cpus_per_worker=0)
+
+
+def test_actor_resources_come_from_the_plugin_unless_the_user_sets_cpus():
+    from bench.ray_executor import actor_options
+
+    declared = {"num_cpus": 1, "num_gpus": 1, "memory": 2e9}
+    assert actor_options(declared, ExecutorOptions(kind="ray")) == declared
+    assert actor_options(None, ExecutorOptions(kind="ray")) == {"num_cpus": 1}
+    assert actor_options(declared, ExecutorOptions(kind="ray", cpus_per_worker=4)) == {**declared, "num_cpus": 4}
+    with pytest.raises(BenchError, match="num_cpus, num_gpus and memory"):
+        actor_options({"cores": 2}, ExecutorOptions(kind="ray"))
