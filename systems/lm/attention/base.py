@@ -14,6 +14,7 @@ Conventions (the same in every method):
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
@@ -121,6 +122,17 @@ def expand_kv(x: torch.Tensor, heads: int) -> torch.Tensor:
 
 
 _MASKED = 1e30  # the additive mask's magnitude: finite in float32 (bf16 too), and exp(-1e30) == 0
+_workspace = threading.local()  # per thread (a sweep runs jobs in threads)
+
+
+def _mask_buffer(shape: torch.Size, device: torch.device) -> torch.Tensor:
+    """A float32 tensor of `shape` reused across calls: a fresh multi-MB tensor each call costs
+    more in page faults (about 1.7 ms per 4 MB here) than filling it."""
+    numel = math.prod(shape)
+    buffer = getattr(_workspace, "buffer", None)
+    if buffer is None or buffer.numel() < numel or buffer.device != device:
+        buffer = _workspace.buffer = torch.empty(numel, dtype=torch.float32, device=device)
+    return buffer[:numel].view(shape)
 
 
 def attend_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -148,22 +160,25 @@ def attend_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         # Kept at its own (possibly broadcast) shape: static patterns are one (1, 1, r, r1) mask.
         allowed = (allowed_rows(r0, r1) & causal).contiguous()
         flags = allowed.view(torch.uint8)  # byte reductions are vectorised; bool ones are not (50x here)
-        per_row = flags.sum(-1, dtype=torch.int32).expand(batch, heads, r1 - r0)
-        if int(per_row.min()) == 0:
-            raise RuntimeError("sparse pattern left a query with no key to attend (a method bug)")
         chunk_keys, chunk_values = keys[:, :, :r1], values[:, :, :r1]
         used = flags.reshape(-1, r1).amax(0)  # key columns any sample, head or row attends
         if int(used.sum()) < 0.75 * r1:  # skip columns nobody attends (local/static patterns)
             columns = used.nonzero().squeeze(1)
             chunk_keys, chunk_values = chunk_keys.index_select(2, columns), chunk_values.index_select(2, columns)
             flags = flags.index_select(-1, columns)
+        # The pattern as 0/1 floats, converted once from the bytes (bool -> float is 5-20x slower
+        # on CPU): its row sums count the attended keys (exact in float32 below 2^24 keys), and it
+        # becomes the additive mask in place.
+        weights = _mask_buffer(flags.shape, flags.device).copy_(flags)
+        per_row = weights.sum(-1).to(torch.long).expand(batch, heads, r1 - r0)
+        if int(per_row.min()) == 0:
+            raise RuntimeError("sparse pattern left a query with no key to attend (a method bug)")
         # One fused kernel (scale, mask, softmax, weighted sum): 2-3x faster on CPU than the four
         # separate full-size passes, and the same arithmetic as the dense baseline's kernel. The
-        # additive mask is built here as (allowed - 1) * huge: 4x cheaper than the kernel's own
-        # where(bool, 0, -inf), and a finite 'huge' gives the same zero weights (every row attends
-        # at least one key, so its maximum is a real score).
-        # (Converted from the bytes: bool -> float is 5-20x slower on CPU than uint8 -> float.)
-        mask = flags.to(q.dtype).sub_(1).mul_(_MASKED)
+        # additive mask is (allowed - 1) * huge: 4x cheaper than the kernel's own where(bool, 0,
+        # -inf), and a finite 'huge' gives the same zero weights (every row attends at least one
+        # key, so its maximum is a real score).
+        mask = weights.sub_(1).mul_(_MASKED).to(q.dtype)
         out[:, :, r0:r1] = F.scaled_dot_product_attention(q[:, :, r0:r1], chunk_keys, chunk_values, attn_mask=mask)
         attended += per_row.sum(-1)
     return out, attended
