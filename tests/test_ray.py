@@ -64,7 +64,8 @@ def test_a_run_on_ray_gives_the_local_summary_and_resumes_either_way(cluster, tm
     a = json.loads((local / "summary.json").read_text())
     b = json.loads((on_ray / "summary.json").read_text())
     assert stable(a) == stable(b)
-    assert b["settings"]["executor"] == {"kind": "ray", "address": None, "workers": 2, "max_retries": 2}
+    assert b["settings"]["executor"] == {"kind": "ray", "address": None, "workers": 2, "cpus_per_worker": None,
+                                          "max_retries": 2}
     assert a["settings"]["executor"] == {"kind": "local"}
     assert b["systems"][TONE]["metrics"]["duration"]["n_failed"] == 1  # the silent item counts on Ray too
     key = lambda r: (r["item_id"], r.get("metric", ""))  # noqa: E731
