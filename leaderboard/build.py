@@ -24,7 +24,6 @@ run's own report, built into the site).
 from __future__ import annotations
 
 import argparse
-import html
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -32,14 +31,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from bench.errors import BenchError
+from reports.html import escape as _e
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ALPHA = 0.05
 RECORD_FILES = ("spec.json", "summary.json", "generations.jsonl", "scores.jsonl")
-
-
-def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
 
 
 @dataclass

@@ -53,8 +53,12 @@ function apply(){
 document.getElementById('controls').hidden=false;})();"""
 
 
-def _e(value: Any) -> str:
+def escape(value: Any) -> str:
+    """Any value as text safe inside HTML, attribute values included (every page uses this)."""
     return html.escape(str(value), quote=True)
+
+
+_e = escape
 
 
 def _num(value: float | None, scale: float = 1.0, digits: int = 3) -> str:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import html
 import re
 import sys
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from bench.errors import BenchError
+from reports.html import escape as _e
 
 DATA = Path(__file__).resolve().parent / "data" / "published.csv"
 LEADERBOARD = Path(__file__).resolve().parents[1] / "leaderboard" / "results"
@@ -47,10 +47,6 @@ MIN_DENSE_ACCURACY = 0.05  # below it, non-inferiority to dense says nothing
 METRICS = {"WER%": ("wer", "wer", 100.0), "CER%": ("wer", "wer", 100.0), "SIM-o": ("sim", "sim", 1.0),
            "UTMOS": ("utmos", "utmos", 1.0), "RTF": ("performance", "rtf_p50", 1.0),
            "first_frame_ms": ("performance", "first_packet_s_p50", 1000.0)}
-
-
-def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
 
 
 def normalise_name(name: str) -> str:

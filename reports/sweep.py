@@ -10,21 +10,17 @@ re-run; everything taken from a file is escaped.
 
 from __future__ import annotations
 
-import html
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError
+from reports.html import escape as _e
 
 STYLE = """body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1300px;color:#222;padding:0 1em}
 table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}
 th:first-child,td:first-child,td.l{text-align:left}th{background:#f3f3f3}.muted{color:#777}.bad{color:#a00}
 .fig{display:inline-block;margin:0 1em 1em 0;vertical-align:top}.fig svg{max-width:100%;height:auto}"""
-
-
-def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
 
 
 def _num(value: Any, digits: int = 3) -> str:
