@@ -47,6 +47,8 @@ class Entry:
     ci: tuple[float | None, float | None] = (None, None)
     tier: int = 0
     values: dict[str, float] = field(default_factory=dict)  # item id -> value
+    # The run summary's other metrics: name -> (mean, ci_low, ci_high) of their headline value.
+    others: dict[str, tuple[float | None, float | None, float | None]] = field(default_factory=dict)
 
 
 @dataclass
@@ -60,6 +62,7 @@ class Board:
     entries: list[Entry] = field(default_factory=list)
     undecidable: bool = False  # too few shared items for any pair to differ after the correction
     n_shared: int = 0
+    other_metrics: list[str] = field(default_factory=list)  # shown beside the ranking, not ranked
 
 
 def ranking_metric(run: Any) -> str:
@@ -128,6 +131,12 @@ def rank(board: Board, seed: int = 0) -> Board:
             entry = Entry(label, system, run, values=run.item_values(system, metric))
             d = describe(list(entry.values.values()), seed=run.summary["spec"].get("seed", 0))
             entry.mean, entry.ci = d["mean"], (d["ci_low"], d["ci_high"])
+            for name, other in run.summary["systems"][system]["metrics"].items():
+                if name != metric:
+                    stats = other.get("values", {}).get(primary_value(other), {})
+                    entry.others[name] = (stats.get("mean"), stats.get("ci_low"), stats.get("ci_high"))
+                    if name not in board.other_metrics:
+                        board.other_metrics.append(name)
             board.entries.append(entry)
     sign = -1.0 if board.higher_is_better else 1.0
     board.entries.sort(key=lambda e: (e.mean is None, sign * (e.mean or 0.0), e.label))
@@ -164,8 +173,12 @@ def _fmt(value: float | None, scale: float) -> str:
     return "&ndash;" if value is None else f"{scale * value:.2f}"
 
 
+def _scale(metric: str) -> float:
+    return 100.0 if metric in ("wer", "cer") else 1.0
+
+
 def board_page(board: Board) -> str:
-    scale = 100.0 if board.metric in ("wer", "cer") else 1.0
+    scale = _scale(board.metric)
     unit = " %" if scale == 100 else ""
     direction = "higher is better" if board.higher_is_better else "lower is better"
     first = board.runs[0].summary
@@ -181,14 +194,24 @@ def board_page(board: Board) -> str:
              f"smallest possible p-value is {2.0 ** (1 - board.n_shared):.4f}, and the correction over "
              f"{len(board.entries) * (len(board.entries) - 1) // 2} pairs needs less than alpha divided by that "
              "count. More items are needed to rank with confidence.</p>" if board.undecidable else ""),
+            (f"<p class=muted>Also shown, not ranked: {_e(', '.join(board.other_metrics))}, each the run "
+             "summary's mean with its 95 % CI; their evaluator revisions are on each run's page.</p>"
+             if board.other_metrics else ""),
             "<table><tr><th>rank</th><th>tier</th><th>system</th><th>" + _e(board.metric) + unit
-            + "</th><th>95 % CI</th><th>items</th><th>family</th><th>run</th></tr>"]
+            + "</th><th>95 % CI</th>"
+            + "".join(f"<th>{_e(m)}{' %' if _scale(m) == 100 else ''}</th>" for m in board.other_metrics)
+            + "<th>items</th><th>family</th><th>run</th></tr>"]
     for k, e in enumerate(board.entries, 1):
         link = f"runs/{_e(e.run.folder.name)}.html"
         family = next((s.get("family", "") for s in e.run.summary["spec"]["systems"] if s["name"] == e.system), "")
+        others = ""
+        for m in board.other_metrics:
+            mean, low, high = e.others.get(m, (None, None, None))
+            ci = "" if low is None or high is None else f" <span class=ci>[{_fmt(low, _scale(m))}, {_fmt(high, _scale(m))}]</span>"
+            others += f"<td>{_fmt(mean, _scale(m))}{ci}</td>"
         body.append(f'<tr class="t{(e.tier - 1) % 2}"><td>{k}</td><td>{e.tier}</td><td class=l>{_e(e.label)}</td>'
                     f'<td><a href="{link}">{_fmt(e.mean, scale)}</a></td><td class=ci>[{_fmt(e.ci[0], scale)}, '
-                    f"{_fmt(e.ci[1], scale)}]</td><td>{len(e.values)}</td><td class=l>{_e(family)}</td>"
+                    f"{_fmt(e.ci[1], scale)}]</td>{others}<td>{len(e.values)}</td><td class=l>{_e(family)}</td>"
                     f'<td class=l><a href="{link}">{_e(e.run.folder.name)}</a></td></tr>')
     body.append("</table>")
     return _page(f"{board.task} leaderboard", body)

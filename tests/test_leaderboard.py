@@ -24,7 +24,8 @@ def results(tmp_path, monkeypatch):
     monkeypatch.setenv("BENCH_HOME", str(tmp_path / "home"))
     monkeypatch.chdir(REPO)
     manifest = write_manifest(tmp_path, {f"u{k:02d}": "x" * (5 + k % 6) for k in range(24)})
-    common = ["run", "--no-progress", "--task", TASK, "--task-opt", f"manifest={manifest}"]
+    common = ["run", "--no-progress", "--task", TASK, "--task-opt", f"manifest={manifest}",
+              "--metrics", "tests.plugins:DurationMetric,tests.plugins:FlakyMetric"]
     folders = {}
     for name, spc in (("base", None), ("close", 0.0999), ("short", 0.05)):
         system = TONE if spc is None else f"{TONE}@{name}"
@@ -47,6 +48,17 @@ def test_the_board_ranks_comparable_runs_with_tiers(results, tmp_path):
     assert "ToneSystem</td>" in rows[0] and "@short" in rows[2]
     tiers = [row.split("<td>")[2].split("</td>")[0] for row in rows]
     assert tiers[-1] != tiers[0]  # clearly worse: its own tier
+    # The runs' other metrics stand beside the ranking, each the summary's mean.
+    summary = json.loads((next(store.iterdir()) / "summary.json").read_text())
+    system, block = next(iter(summary["systems"].items()))
+    ranked, *others = block["metrics"]
+    header = page.split("<tr>")[1].split("</tr>")[0]
+    for name in others:
+        assert f"<th>{name}" in header
+    own = next(row for row in rows if f">{system}</td>" in row)
+    mean = block["metrics"][others[0]]["values"][block["metrics"][others[0]]["primary"]]["mean"]
+    scale = 100.0 if others[0] in ("wer", "cer") else 1.0
+    assert f"<td>{scale * mean:.2f} <span class=ci>" in own
     # Every number links to its run's page, which exists in the site.
     for link in {part.split('"')[0] for part in page.split('href="runs/')[1:]}:
         assert (tmp_path / "site" / "runs" / link).is_file()
