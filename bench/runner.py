@@ -171,17 +171,17 @@ class Run:
                 todo = [it for it in self.items if (system, it.id) not in done
                         or (self.opts.retry_failed and done[(system, it.id)]["status"] != "ok")]
                 if system.startswith(AUDIO_DIR_SYSTEM_PREFIX):
-                    changed = self._changed_audio_files(system, done, todo)
+                    changed = self._changed_audio_files(system, done, todo)  # id -> its file's digest now
                     if changed:
                         print(f"note: {len(changed)} file(s) in {self.opts.audio_dir} were added, changed or removed "
-                              f"since they were scored: scoring them again ({', '.join(changed[:5])}"
+                              f"since they were scored: scoring them again ({', '.join(list(changed)[:5])}"
                               f"{' ...' if len(changed) > 5 else ''})", file=sys.stderr)
                         ids = set(changed)
                         todo += [it for it in self.items if it.id in ids]
                 if not todo:
                     continue
                 if system.startswith(AUDIO_DIR_SYSTEM_PREFIX):
-                    self._collect_audio_dir(system, todo, out)
+                    self._collect_audio_dir(system, todo, out, changed)
                 else:
                     self._synthesize_all(system, todo, out)
 
@@ -212,11 +212,12 @@ class Run:
         return next((p for p in found if p.is_file()), None)
 
     def _changed_audio_files(self, system: str, done: dict[tuple[str, str], dict[str, Any]],
-                             todo: list[TTSItem]) -> list[str]:
-        """Item ids whose file in --audio-dir is not the one last scored (added, changed, removed):
-        scoring follows the files' contents, not the folder's path."""
+                             todo: list[TTSItem]) -> dict[str, str | None]:
+        """Item ids whose file in --audio-dir is not the one last scored (added, changed, removed),
+        with the file's digest now (None: no file): scoring follows the files' contents, not the
+        folder's path."""
         queued = {it.id for it in todo}
-        changed = []
+        changed: dict[str, str | None] = {}
         for item in self.items:
             rec = done.get((system, item.id))
             if rec is None or item.id in queued:
@@ -224,16 +225,19 @@ class Run:
             path = self._audio_dir_file(item)
             now = sha256_file(path) if path else None
             if now != rec.get("audio_sha256"):
-                changed.append(item.id)
+                changed[item.id] = now
         return changed
 
-    def _collect_audio_dir(self, system: str, todo: list[TTSItem], out: JsonlAppender) -> None:
-        """`bench score`: pair files with items by id (<id>.wav/.flac), never by order."""
+    def _collect_audio_dir(self, system: str, todo: list[TTSItem], out: JsonlAppender,
+                           digests: dict[str, str | None]) -> None:
+        """`bench score`: pair files with items by id (<id>.wav/.flac), never by order. `digests`:
+        files already hashed (by _changed_audio_files), not read again."""
         root = self.opts.audio_dir
         for item in todo:
             path = self._audio_dir_file(item)
+            digest = (digests[item.id] if item.id in digests else sha256_file(path)) if path else None
             rec = {"system": system, "item_id": item.id, "audio": str(path) if path else None,
-                   "audio_sha256": sha256_file(path) if path else None,
+                   "audio_sha256": digest,
                    "status": "ok" if path else "failed", "reason": None if path else "missing",
                    "detail": "" if path else f"no file named {item.id}.wav (or .flac/.ogg/.mp3) in {root}",
                    "synth_s": None, "duration_s": None, "rtf": None, "first_packet_s": None,

@@ -120,7 +120,7 @@ def test_score_audio_dir_pairs_by_id_and_counts_missing(tmp_path):
     assert scores["u2"]["failure"] == "missing"
 
 
-def test_score_follows_the_files_not_the_folder_path(tmp_path, capsys):
+def test_score_follows_the_files_not_the_folder_path(tmp_path, capsys, monkeypatch):
     """Scoring again after files in --audio-dir were changed, added or removed rescores exactly
     those items; nothing stale survives into the summary."""
     manifest = write_manifest(tmp_path, {"u1": "one", "u2": "two", "u3": "three", "u4": "four"})
@@ -147,8 +147,14 @@ def test_score_follows_the_files_not_the_folder_path(tmp_path, capsys):
     put("u1", 1.25)  # changed
     (audio / "u2.wav").unlink()  # removed
     put("u4", 0.5)  # added
+    import bench.runner
+
+    hashed = []
+    real_sha256 = bench.runner.sha256_file
+    monkeypatch.setattr(bench.runner, "sha256_file", lambda path: hashed.append(Path(path).name) or real_sha256(path))
     assert main(args) == 0
     assert "3 file(s)" in capsys.readouterr().err
+    assert sorted(hashed) == ["u1.wav", "u3.wav", "u4.wav"]  # each file read once for its digest
     assert seconds() == (pytest.approx((1.25 + 0.75 + 0.5) / 3), 1)
     latest = {}
     for rec in read_jsonl(folder / "scores.jsonl"):
