@@ -23,7 +23,7 @@ import torch
 
 from systems.lm.attention.base import (BadBudget, PrefillMethod, causal_pairs, check_fraction,
                                        check_int, expand_kv, one_budget, unreachable)
-from systems.lm.attention.block_sparse import block_pair_count, block_rows, pooled_blocks
+from systems.lm.attention.block_sparse import pooled_blocks
 from systems.lm.attention.vertical_slash import (last_query_attention, slash_scores, top_lines,
                                                  vs_pair_count, vs_rows)
 
@@ -36,14 +36,36 @@ def js_distance(p: torch.Tensor, q: torch.Tensor, eps: float = 1e-12) -> torch.T
     return js.clamp(min=0).sqrt()
 
 
-def cover_count(sorted_mass: torch.Tensor, gamma: float) -> torch.Tensor:
-    """How many of the (best-first) items are needed for their mass to reach gamma of the total."""
+def cover_count(cumulative: torch.Tensor, gamma: float) -> torch.Tensor:
+    """How many of the (best-first) items are needed for their mass to reach gamma of the total,
+    given the cumulative sums of their masses (computed once per call, not per gamma)."""
     if gamma >= 1.0:
-        return torch.full(sorted_mass.shape[:-1], sorted_mass.shape[-1], dtype=torch.long,
-                          device=sorted_mass.device)
-    cumulative = sorted_mass.cumsum(-1)
-    total = cumulative[..., -1:]
-    return (cumulative < gamma * total).sum(-1) + 1
+        return torch.full(cumulative.shape[:-1], cumulative.shape[-1], dtype=torch.long,
+                          device=cumulative.device)
+    return (cumulative < gamma * cumulative[..., -1:]).sum(-1) + 1
+
+
+def block_pair_weights(n_blocks: int, block: int, length: int, device: torch.device | None = None) -> torch.Tensor:
+    """Causal pairs each (query block, key block) cell covers: full blocks left of the diagonal, a
+    triangle on it (the last block may be short), none above it."""
+    rows = torch.full((n_blocks,), block, dtype=torch.long, device=device)
+    rows[-1] = length - block * (n_blocks - 1)
+    weights = (rows[:, None] * block).expand(n_blocks, n_blocks).tril(-1)
+    return weights + torch.diag(rows * (rows + 1) // 2)
+
+
+def or_block_rows_(rows: torch.Tensor, block_mask: torch.Tensor, block: int, r0: int, r1: int) -> torch.Tensor:
+    """rows |= block_rows(block_mask, block, r0, r1), in place and without building the token-level
+    block rows: each key block's flag is broadcast over its `block` columns."""
+    first, last = r0 // block, (r1 - 1) // block
+    per_block = block_mask[:, :, first:last + 1, :last + 1].repeat_interleave(block, dim=-2)
+    per_block = per_block[:, :, r0 - first * block:r1 - first * block]  # (B, H, r1 - r0, key blocks)
+    whole = r1 // block  # key blocks that end inside 0..r1-1
+    if whole:
+        rows[..., :whole * block].unflatten(-1, (whole, block)).bitwise_or_(per_block[..., :whole, None])
+    if whole * block < r1:  # the last, partial key block
+        rows[..., whole * block:].bitwise_or_(per_block[..., whole:whole + 1])
+    return rows
 
 
 # Bisection on gamma stops once the density is within this fraction of 1/C (C realised to 0.5 %):
@@ -94,9 +116,12 @@ class FlexPrefill(PrefillMethod):
         sinks, local = min(self.sinks, length), min(self.local, length)
         columns, diagonals = attention.sum(2), slash_scores(attention)
         v_order, s_order = top_lines(columns, sinks), top_lines(diagonals, local)
-        return {"query_aware": query_aware, "block_order": block_order, "block_mass": block_mass,
-                "v_order": v_order, "v_mass": columns.gather(-1, v_order),
-                "s_order": s_order, "s_mass": diagonals.gather(-1, s_order),
+        # What every gamma the bisection tries shares: cumulative masses, ranks, the causal grid.
+        return {"query_aware": query_aware, "block_order": block_order, "block_cum": block_mass.cumsum(-1),
+                "v_order": v_order, "v_cum": columns.gather(-1, v_order).cumsum(-1),
+                "s_order": s_order, "s_cum": diagonals.gather(-1, s_order).cumsum(-1),
+                "rank": torch.arange(length, device=q.device), "block_rank": torch.arange(n_blocks, device=q.device),
+                "causal_blocks": causal, "block_pairs": block_pair_weights(n_blocks, block, length, q.device),
                 "sinks": sinks, "local": local, "length": length, "n_blocks": n_blocks}
 
     # ------------------------------------------------------------------ selection for a given gamma
@@ -108,9 +133,9 @@ class FlexPrefill(PrefillMethod):
         low_blocks = min(math.ceil(self.min_budget / block), n_blocks)
         high_blocks = n_blocks if self.max_budget is None else max(1, min(self.max_budget // block, n_blocks))
 
-        n_v = cover_count(est["v_mass"], gamma).clamp(low_lines, high_lines).clamp(min=est["sinks"])
-        n_s = cover_count(est["s_mass"], gamma).clamp(low_lines, high_lines).clamp(min=est["local"])
-        rank = torch.arange(length, device=n_v.device)
+        n_v = cover_count(est["v_cum"], gamma).clamp(low_lines, high_lines).clamp(min=est["sinks"])
+        n_s = cover_count(est["s_cum"], gamma).clamp(low_lines, high_lines).clamp(min=est["local"])
+        rank = est["rank"]
         # Entries past a head's count, and every line of a query-aware head, become padding (= L).
         vs_head = ~query_aware[..., None]
         widest_v = int((n_v * vs_head[..., 0]).max())  # trim columns that are padding in every head
@@ -118,15 +143,16 @@ class FlexPrefill(PrefillMethod):
         verticals = torch.where((rank < n_v[..., None]) & vs_head, est["v_order"], length)[..., :widest_v]
         slashes = torch.where((rank < n_s[..., None]) & vs_head, est["s_order"], length)[..., :widest_s]
 
-        n_b = cover_count(est["block_mass"], gamma).clamp(low_blocks, high_blocks).clamp(min=1)
-        keep = (torch.arange(n_blocks, device=n_b.device) < n_b[..., None]) & query_aware[..., None, None]
+        n_b = cover_count(est["block_cum"], gamma).clamp(low_blocks, high_blocks).clamp(min=1)
+        keep = (est["block_rank"] < n_b[..., None]) & query_aware[..., None, None]
         block_mask = torch.zeros_like(keep).scatter_(-1, est["block_order"], keep)
-        block_mask &= torch.ones(n_blocks, n_blocks, dtype=torch.bool, device=keep.device).tril()
+        block_mask &= est["causal_blocks"]
         return verticals, slashes, block_mask
 
     def pair_count(self, est: dict, gamma: float) -> torch.Tensor:
         verticals, slashes, block_mask = self.select(est, gamma)
-        return vs_pair_count(verticals, slashes, est["length"]) + block_pair_count(block_mask, self.block, est["length"])
+        blocks = (block_mask * est["block_pairs"]).sum((-2, -1))  # = block_pair_count, in two operations
+        return vs_pair_count(verticals, slashes, est["length"]) + blocks
 
     def resolve_gamma(self, est: dict) -> float:
         if self.gamma is not None:
@@ -166,7 +192,7 @@ class FlexPrefill(PrefillMethod):
         verticals, slashes, block_mask = self.select(est, gamma)
 
         def allowed_rows(r0: int, r1: int) -> torch.Tensor:
-            return vs_rows(verticals, slashes, r0, r1) | block_rows(block_mask, self.block, r0, r1)
+            return or_block_rows_(vs_rows(verticals, slashes, r0, r1), block_mask, self.block, r0, r1)
 
         budget = {"gamma": gamma, "query_aware_heads": float(est["query_aware"].float().mean()),
                   "min_budget": self.min_budget, "max_budget": self.max_budget}
