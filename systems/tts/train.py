@@ -174,7 +174,8 @@ def train_tokenizer_stage(corpus: Path, out: Path, log, threads: int, steps: int
     tokenizer, fit_log = SpeechTokenizer.fit(utterances, config, encoder, log)
     tokenizer.save(out / "tokenizer", config, extra)
     write_json_atomic(out / "tokenizer" / "train_log.json", fit_log)
-    return config.to_json()
+    # The thread count changes the k-means' float sums, so the bytes: a rebuild must use the same.
+    return {**config.to_json(), "threads": threads}
 
 
 # --------------------------------------------------------------------------- CLI
