@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from bench.errors import BenchError
+from reports.html import display_scale as _scale
 from reports.html import escape as _e
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -171,10 +172,6 @@ def _page(title: str, body: list[str]) -> str:
 
 def _fmt(value: float | None, scale: float) -> str:
     return "&ndash;" if value is None else f"{scale * value:.2f}"
-
-
-def _scale(metric: str) -> float:
-    return 100.0 if metric in ("wer", "cer") else 1.0
 
 
 def board_page(board: Board) -> str:

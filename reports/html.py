@@ -65,8 +65,12 @@ def _num(value: float | None, scale: float = 1.0, digits: int = 3) -> str:
     return "&ndash;" if value is None else f"{scale * value:.{digits}f}"
 
 
-def _scale(metric: str) -> float:
+def display_scale(metric: str) -> float:
+    """What a metric's values are multiplied by for display: error rates as percentages."""
     return 100.0 if metric in ("wer", "cer") else 1.0
+
+
+_scale = display_scale
 
 
 class Page:

@@ -102,20 +102,29 @@ def test_flexprefill_both_head_kinds_are_exact_at_full_coverage():
         assert torch.allclose(result.output, dense_reference(q, k, v), atol=1e-5)
 
 
+def _token_level_blocks(mask: torch.Tensor, block: int, r0: int, r1: int) -> torch.Tensor:
+    """Reference: row i, key j is attended where the mask holds (i // block, j // block)."""
+    rows, keys = torch.arange(r0, r1) // block, torch.arange(r1) // block
+    return mask[:, :, rows][..., keys]
+
+
 @pytest.mark.parametrize("length,block", [(512, 8), (100, 16), (65, 64), (7, 8)])
-def test_flexprefill_block_pair_weights_count_what_block_pair_count_counts(length, block):
-    """The bisection's two-operation pair count equals the reference count on random block masks."""
+def test_block_pair_count_counts_the_causal_token_pairs_of_a_block_pattern(length, block):
+    """The per-cell pair weights (FlexPrefill's bisection uses them directly) count exactly the
+    causal token pairs a random block mask covers."""
     import math
 
-    from systems.lm.attention.block_sparse import block_pair_count
-    from systems.lm.attention.flexprefill import block_pair_weights
+    from systems.lm.attention.block_sparse import block_pair_count, block_pair_weights
 
     n_blocks = math.ceil(length / block)
     generator = torch.Generator().manual_seed(length)
     mask = torch.rand(3, 4, n_blocks, n_blocks, generator=generator) < 0.4
     mask &= torch.ones(n_blocks, n_blocks, dtype=torch.bool).tril()
+    causal = torch.ones(length, length, dtype=torch.bool).tril()
+    expected = (_token_level_blocks(mask, block, 0, length) & causal).sum((-2, -1))
+    assert torch.equal(block_pair_count(mask, block, length), expected)
     weights = block_pair_weights(n_blocks, block, length)
-    assert torch.equal((mask * weights).sum((-2, -1)), block_pair_count(mask, block, length))
+    assert torch.equal((mask * weights).sum((-2, -1)), expected)
     assert int(weights.sum()) == causal_pairs(length)  # the whole triangle
 
 
@@ -360,15 +369,15 @@ def phases_of(name):
 
 
 @pytest.mark.parametrize("length,block,r0,r1", [(512, 8, 0, 512), (100, 16, 37, 100), (65, 64, 0, 65), (300, 8, 256, 300)])
-def test_flexprefill_block_rows_in_place_equal_the_reference_rows(length, block, r0, r1):
+def test_block_rows_in_place_and_fresh_equal_the_token_level_pattern(length, block, r0, r1):
     import math
 
-    from systems.lm.attention.block_sparse import block_rows
-    from systems.lm.attention.flexprefill import or_block_rows_
+    from systems.lm.attention.block_sparse import block_rows, or_block_rows_
 
     n_blocks = math.ceil(length / block)
     generator = torch.Generator().manual_seed(r1)
     mask = torch.rand(2, 3, n_blocks, n_blocks, generator=generator) < 0.3
     rows = torch.rand(2, 3, r1 - r0, r1, generator=generator) < 0.2
-    expected = rows | block_rows(mask, block, r0, r1)
-    assert torch.equal(or_block_rows_(rows.clone(), mask, block, r0, r1), expected)
+    reference = _token_level_blocks(mask, block, r0, r1)
+    assert torch.equal(block_rows(mask, block, r0, r1), reference)
+    assert torch.equal(or_block_rows_(rows.clone(), mask, block, r0, r1), rows | reference)

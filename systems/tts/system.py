@@ -364,7 +364,7 @@ class TinyNAR(TokenFamily):
         self.load_tokenizer()
         self.model = MaskedModel(NARConfig(**self.config["model"]))
         # The prefix form's frames carry no phones; a decoder that reads phones would get none.
-        if self.model.config.alignment == "prefix" and getattr(self, "decoder", None) is not None \
+        if self.model.config.alignment == "prefix" and self.options["acoustic"] == "decoder" \
                 and self.decoder.config.phones:
             raise BenchError("this NAR checkpoint is the duration-free (prefix) form: its frames have no phone "
                              "alignment for a decoder that reads phones -> run it with acoustic=codebooks, "

@@ -22,27 +22,39 @@ from systems.lm.attention.base import (PrefillMethod, PrefillResult, attend_rows
 
 
 # --------------------------------------------------------------------------- block-grid helpers
+def or_block_rows_(rows: torch.Tensor, block_mask: torch.Tensor, block: int, r0: int, r1: int) -> torch.Tensor:
+    """rows |= the token rows r0..r1-1 over keys 0..r1-1 of a (B, H, n_blocks, n_blocks) block
+    pattern, in place: each key block's flag is broadcast over its `block` columns."""
+    first, last = r0 // block, (r1 - 1) // block  # query (and key) blocks touched
+    per_block = block_mask[:, :, first:last + 1, :last + 1].repeat_interleave(block, dim=-2)
+    per_block = per_block[:, :, r0 - first * block:r1 - first * block]  # (B, H, r1 - r0, key blocks)
+    whole = r1 // block  # key blocks that end inside 0..r1-1
+    if whole:
+        rows[..., :whole * block].unflatten(-1, (whole, block)).bitwise_or_(per_block[..., :whole, None])
+    if whole * block < r1:  # the last, partial key block
+        rows[..., whole * block:].bitwise_or_(per_block[..., whole:whole + 1])
+    return rows
+
+
 def block_rows(block_mask: torch.Tensor, block: int, r0: int, r1: int) -> torch.Tensor:
     """Token rows r0..r1-1 over keys 0..r1-1 of a (B, H, n_blocks, n_blocks) block pattern."""
-    first, last = r0 // block, (r1 - 1) // block  # query (and key) blocks touched
-    rows = block_mask[:, :, first:last + 1, :last + 1].repeat_interleave(block, dim=-2)
-    rows = rows[:, :, r0 - first * block:r1 - first * block]
-    return rows.repeat_interleave(block, dim=-1)[..., :r1]
+    rows = torch.zeros(*block_mask.shape[:2], r1 - r0, r1, dtype=torch.bool, device=block_mask.device)
+    return or_block_rows_(rows, block_mask, block, r0, r1)
+
+
+def block_pair_weights(n_blocks: int, block: int, length: int, device: torch.device | None = None) -> torch.Tensor:
+    """Causal pairs each (query block, key block) cell covers: full blocks left of the diagonal, a
+    triangle on it (only the last block can be short), none above it."""
+    rows = torch.full((n_blocks,), block, dtype=torch.long, device=device)
+    rows[-1] = length - block * (n_blocks - 1)
+    weights = (rows[:, None] * block).expand(n_blocks, n_blocks).tril(-1)
+    return weights + torch.diag(rows * (rows + 1) // 2)
 
 
 def block_pair_count(block_mask: torch.Tensor, block: int, length: int) -> torch.Tensor:
-    """Causal pairs attended per (B, H) by a block pattern (blocks above the diagonal ignored).
-
-    Key blocks left of the diagonal are full (only the last block can be short), and the diagonal
-    block contributes a triangle.
-    """
-    n_blocks = block_mask.shape[-1]
-    rows = torch.full((n_blocks,), block, dtype=torch.long, device=block_mask.device)
-    rows[-1] = length - block * (n_blocks - 1)
-    strictly_lower = torch.ones(n_blocks, n_blocks, dtype=torch.bool, device=block_mask.device).tril(-1)
-    full_blocks = (block_mask & strictly_lower).sum(-1)  # (B, H, n_blocks)
-    diagonal = block_mask.diagonal(dim1=-2, dim2=-1).long()
-    return (full_blocks * block * rows + diagonal * rows * (rows + 1) // 2).sum(-1)
+    """Causal pairs attended per (B, H) by a block pattern (blocks above the diagonal ignored)."""
+    weights = block_pair_weights(block_mask.shape[-1], block, length, block_mask.device)
+    return (block_mask * weights).sum((-2, -1))
 
 
 def topk_pair_count(length: int, block: int, top_k: int) -> int:

@@ -23,7 +23,7 @@ import torch
 
 from systems.lm.attention.base import (BadBudget, PrefillMethod, causal_pairs, check_fraction,
                                        check_int, expand_kv, one_budget, unreachable)
-from systems.lm.attention.block_sparse import pooled_blocks
+from systems.lm.attention.block_sparse import block_pair_weights, or_block_rows_, pooled_blocks
 from systems.lm.attention.vertical_slash import (last_query_attention, slash_scores, top_lines,
                                                  vs_pair_count, vs_rows)
 
@@ -43,29 +43,6 @@ def cover_count(cumulative: torch.Tensor, gamma: float) -> torch.Tensor:
         return torch.full(cumulative.shape[:-1], cumulative.shape[-1], dtype=torch.long,
                           device=cumulative.device)
     return (cumulative < gamma * cumulative[..., -1:]).sum(-1) + 1
-
-
-def block_pair_weights(n_blocks: int, block: int, length: int, device: torch.device | None = None) -> torch.Tensor:
-    """Causal pairs each (query block, key block) cell covers: full blocks left of the diagonal, a
-    triangle on it (the last block may be short), none above it."""
-    rows = torch.full((n_blocks,), block, dtype=torch.long, device=device)
-    rows[-1] = length - block * (n_blocks - 1)
-    weights = (rows[:, None] * block).expand(n_blocks, n_blocks).tril(-1)
-    return weights + torch.diag(rows * (rows + 1) // 2)
-
-
-def or_block_rows_(rows: torch.Tensor, block_mask: torch.Tensor, block: int, r0: int, r1: int) -> torch.Tensor:
-    """rows |= block_rows(block_mask, block, r0, r1), in place and without building the token-level
-    block rows: each key block's flag is broadcast over its `block` columns."""
-    first, last = r0 // block, (r1 - 1) // block
-    per_block = block_mask[:, :, first:last + 1, :last + 1].repeat_interleave(block, dim=-2)
-    per_block = per_block[:, :, r0 - first * block:r1 - first * block]  # (B, H, r1 - r0, key blocks)
-    whole = r1 // block  # key blocks that end inside 0..r1-1
-    if whole:
-        rows[..., :whole * block].unflatten(-1, (whole, block)).bitwise_or_(per_block[..., :whole, None])
-    if whole * block < r1:  # the last, partial key block
-        rows[..., whole * block:].bitwise_or_(per_block[..., whole:whole + 1])
-    return rows
 
 
 # Bisection on gamma stops once the density is within this fraction of 1/C (C realised to 0.5 %):
@@ -151,7 +128,7 @@ class FlexPrefill(PrefillMethod):
 
     def pair_count(self, est: dict, gamma: float) -> torch.Tensor:
         verticals, slashes, block_mask = self.select(est, gamma)
-        blocks = (block_mask * est["block_pairs"]).sum((-2, -1))  # = block_pair_count, in two operations
+        blocks = (block_mask * est["block_pairs"]).sum((-2, -1))  # block_pair_count, its weights made once
         return vs_pair_count(verticals, slashes, est["length"]) + blocks
 
     def resolve_gamma(self, est: dict) -> float:
