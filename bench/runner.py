@@ -170,20 +170,18 @@ class Run:
             for system in self.system_names:
                 todo = [it for it in self.items if (system, it.id) not in done
                         or (self.opts.retry_failed and done[(system, it.id)]["status"] != "ok")]
-                if system.startswith(AUDIO_DIR_SYSTEM_PREFIX):
-                    changed = self._changed_audio_files(system, done, todo)  # id -> its file's digest now
-                    if changed:
-                        print(f"note: {len(changed)} file(s) in {self.opts.audio_dir} were added, changed or removed "
-                              f"since they were scored: scoring them again ({', '.join(list(changed)[:5])}"
-                              f"{' ...' if len(changed) > 5 else ''})", file=sys.stderr)
-                        ids = set(changed)
-                        todo += [it for it in self.items if it.id in ids]
-                if not todo:
+                if not system.startswith(AUDIO_DIR_SYSTEM_PREFIX):
+                    if todo:
+                        self._synthesize_all(system, todo, out)
                     continue
-                if system.startswith(AUDIO_DIR_SYSTEM_PREFIX):
+                changed = self._changed_audio_files(system, done, todo)  # id -> its file's digest now
+                if changed:
+                    print(f"note: {len(changed)} file(s) in {self.opts.audio_dir} were added, changed or removed "
+                          f"since they were scored: scoring them again ({', '.join(list(changed)[:5])}"
+                          f"{' ...' if len(changed) > 5 else ''})", file=sys.stderr)
+                    todo += [it for it in self.items if it.id in changed]
+                if todo:
                     self._collect_audio_dir(system, todo, out, changed)
-                else:
-                    self._synthesize_all(system, todo, out)
 
     def _audio_path(self, system: str, item: TTSItem) -> Path:
         return self.folder / "audio" / safe_filename(system) / f"{safe_filename(item.id)}.wav"

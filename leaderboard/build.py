@@ -32,6 +32,7 @@ from typing import Any, Sequence
 
 from bench.errors import BenchError
 from reports.html import display_scale as _scale
+from reports.html import format_number
 from reports.html import escape as _e
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -170,10 +171,6 @@ def _page(title: str, body: list[str]) -> str:
             f"<title>{_e(title)}</title><style>{STYLE}</style>\n" + "\n".join(body) + "\n</html>\n")
 
 
-def _fmt(value: float | None, scale: float) -> str:
-    return "&ndash;" if value is None else f"{scale * value:.2f}"
-
-
 def board_page(board: Board) -> str:
     scale = _scale(board.metric)
     unit = " %" if scale == 100 else ""
@@ -204,11 +201,11 @@ def board_page(board: Board) -> str:
         others = ""
         for m in board.other_metrics:
             mean, low, high = e.others.get(m, (None, None, None))
-            ci = "" if low is None or high is None else f" <span class=ci>[{_fmt(low, _scale(m))}, {_fmt(high, _scale(m))}]</span>"
-            others += f"<td>{_fmt(mean, _scale(m))}{ci}</td>"
+            ci = "" if low is None or high is None else f" <span class=ci>[{format_number(low, _scale(m), 2)}, {format_number(high, _scale(m), 2)}]</span>"
+            others += f"<td>{format_number(mean, _scale(m), 2)}{ci}</td>"
         body.append(f'<tr class="t{(e.tier - 1) % 2}"><td>{k}</td><td>{e.tier}</td><td class=l>{_e(e.label)}</td>'
-                    f'<td><a href="{link}">{_fmt(e.mean, scale)}</a></td><td class=ci>[{_fmt(e.ci[0], scale)}, '
-                    f"{_fmt(e.ci[1], scale)}]</td>{others}<td>{len(e.values)}</td><td class=l>{_e(family)}</td>"
+                    f'<td><a href="{link}">{format_number(e.mean, scale, 2)}</a></td><td class=ci>[{format_number(e.ci[0], scale, 2)}, '
+                    f"{format_number(e.ci[1], scale, 2)}]</td>{others}<td>{len(e.values)}</td><td class=l>{_e(family)}</td>"
                     f'<td class=l><a href="{link}">{_e(e.run.folder.name)}</a></td></tr>')
     body.append("</table>")
     return _page(f"{board.task} leaderboard", body)

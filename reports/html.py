@@ -61,7 +61,8 @@ def escape(value: Any) -> str:
 _e = escape
 
 
-def _num(value: float | None, scale: float = 1.0, digits: int = 3) -> str:
+def format_number(value: float | None, scale: float = 1.0, digits: int = 3) -> str:
+    """A value for a page: scaled, rounded, or a dash when there is none."""
     return "&ndash;" if value is None else f"{scale * value:.{digits}f}"
 
 
@@ -159,15 +160,15 @@ def _summary_table(page: Page) -> list[str]:
                 continue
             key = primary_value(block)
             d = block["values"].get(key, {})
-            ci = (f' <span class="ci">[{_num(d.get("ci_low"), _scale(m), 2)}, {_num(d.get("ci_high"), _scale(m), 2)}]'
+            ci = (f' <span class="ci">[{format_number(d.get("ci_low"), _scale(m), 2)}, {format_number(d.get("ci_high"), _scale(m), 2)}]'
                   "</span>") if d.get("ci_low") is not None else ""
-            cells.append(f"<td>{_num(d.get('mean'), _scale(m), 2)}{'%' if _scale(m) == 100 else ''}{ci}</td>")
+            cells.append(f"<td>{format_number(d.get('mean'), _scale(m), 2)}{'%' if _scale(m) == 100 else ''}{ci}</td>")
         perf = entry["performance"]
         reasons = ", ".join(f"{_e(r)} {_e(n)}" for r, n in perf.get("failure_reasons", {}).items())
         out.append(f"<tr><td>{_e(label)}</td>{''.join(cells)}<td>{_e(perf['n_failed'])}/{_e(perf['n_items'])}"
                    f"{' <span class=ci>(' + reasons + ')</span>' if reasons else ''}</td>"
-                   f"<td>{_num(perf.get('rtf_p50'))} / {_num(perf.get('rtf_p95'))}</td>"
-                   f"<td>{_num(perf.get('first_packet_s_p50'), digits=2)}</td><td>{_num(perf.get('peak_rss_mb'), digits=0)}</td></tr>")
+                   f"<td>{format_number(perf.get('rtf_p50'))} / {format_number(perf.get('rtf_p95'))}</td>"
+                   f"<td>{format_number(perf.get('first_packet_s_p50'), digits=2)}</td><td>{format_number(perf.get('peak_rss_mb'), digits=0)}</td></tr>")
     out.append("</table><p class=muted>Brackets: 95 % bootstrap CI of the mean. WER counts a failed item as 1.0; "
                "other metrics leave failed items out of the mean and count them under failed.</p>")
     failures = [(label, m, reason, n) for label, run, system in page.rows
@@ -213,8 +214,8 @@ def _significance_section(page: Page) -> list[str]:
         for t in tests:
             verdict = f"<b>{_e(t['better'])}</b> better" if t["significant"] else "<span class=muted>not significant</span>"
             out.append(f"<tr><td>{_e(t['a'])}</td><td>{_e(t['b'])}</td><td>{t['n']}</td>"
-                       f"<td>{_num(t['difference'], scale, 2)}</td><td>[{_num(t['ci_low'], scale, 2)}, "
-                       f"{_num(t['ci_high'], scale, 2)}]</td><td>{t['p_holm']:.4f}</td><td>{verdict}</td></tr>")
+                       f"<td>{format_number(t['difference'], scale, 2)}</td><td>[{format_number(t['ci_low'], scale, 2)}, "
+                       f"{format_number(t['ci_high'], scale, 2)}]</td><td>{t['p_holm']:.4f}</td><td>{verdict}</td></tr>")
         out.append("</table>")
     return out
 
@@ -381,7 +382,7 @@ def _drilldown_section(page: Page, links: AudioLinks) -> list[str]:
                 else:
                     key, _ = page.primary(m)
                     v = rec["values"].get(key)
-                    cells.append(f"<td>{_num(v, _scale(m), 2)}</td>")
+                    cells.append(f"<td>{format_number(v, _scale(m), 2)}</td>")
             out.append(f'<tr class="sys" data-system="{_e(label)}"><td>{_e(label)}</td><td>{audio}</td>'
                        f'<td class="text">{words}</td>{"".join(cells)}</tr>')
         out.append("</tbody>")

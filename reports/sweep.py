@@ -16,15 +16,12 @@ from typing import Any
 
 from bench.errors import BenchError
 from reports.html import escape as _e
+from reports.html import format_number
 
 STYLE = """body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1300px;color:#222;padding:0 1em}
 table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}
 th:first-child,td:first-child,td.l{text-align:left}th{background:#f3f3f3}.muted{color:#777}.bad{color:#a00}
 .fig{display:inline-block;margin:0 1em 1em 0;vertical-align:top}.fig svg{max-width:100%;height:auto}"""
-
-
-def _num(value: Any, digits: int = 3) -> str:
-    return "&ndash;" if value is None else f"{value:.{digits}f}"
 
 
 def is_sweep(path: Path) -> bool:
@@ -105,7 +102,7 @@ def _safety_section(safety: dict[str, Any]) -> list[str]:
     for r in sorted(safety.get("rows", []), key=lambda r: (r["model"], r["length"], r["phase"], r["method"])):
         cls = " class=bad" if r.get("decision") not in (None, "decided") else ""
         out.append(f"<tr><td>{_e(r['model'])}</td><td>{_e(r['length'])}</td><td class=l>{_e(r['phase'])}</td>"
-                   f"<td class=l>{_e(r['method'])}</td><td>{_num(r.get('dense_accuracy'))}</td>"
+                   f"<td class=l>{_e(r['method'])}</td><td>{format_number(r.get('dense_accuracy'))}</td>"
                    f"<td>{r['safe_compression']:g}</td><td{cls}>{_e(r.get('decision', ''))}</td>"
                    f"<td>{_e(r.get('min_samples', ''))}</td></tr>")
     out.append("</table><h3>Prefill against decode</h3><table><tr><th>model</th><th>length</th><th>prefill C</th>"
@@ -134,8 +131,8 @@ def _scaling_section(scaling: dict[str, Any]) -> list[str]:
         converged = fit.get("converged", True)
         constants = "; constant: " + ", ".join(f"{_e(k)} = {_e(v)}" for k, v in constant.items()) if constant else ""
         out.append(f"<h3>{_e(phase)}</h3><p><code>{_e(fit.get('form'))}</code> ({_e(fit.get('method'))}): "
-                   f"{coefficients}{constants}; R&sup2; (logit) {_num(fit.get('r2_logit'))}, R&sup2; (accuracy) "
-                   f"{_num(fit.get('r2_accuracy'))}; {_e(fit.get('n_points'))} points"
+                   f"{coefficients}{constants}; R&sup2; (logit) {format_number(fit.get('r2_logit'))}, R&sup2; (accuracy) "
+                   f"{format_number(fit.get('r2_accuracy'))}; {_e(fit.get('n_points'))} points"
                    + ("" if converged else ' <b class="bad">did not converge: read the coefficients as unreliable</b>')
                    + "</p>")
         folds = entry.get("validation", {}).get("folds", {})
@@ -148,8 +145,8 @@ def _scaling_section(scaling: dict[str, Any]) -> list[str]:
                     continue
                 for task, t in fold.get("per_task", {}).items():
                     out.append(f"<tr><td class=l>largest {_e(fold['axis'])}</td><td>{_e(fold['held_out_value'])}</td>"
-                               f"<td class=l>{_e(task)}</td><td>{_num(t.get('spearman'), 2)}</td>"
-                               f"<td>{_num(t.get('mae'))}</td></tr>")
+                               f"<td class=l>{_e(task)}</td><td>{format_number(t.get('spearman'), digits=2)}</td>"
+                               f"<td>{format_number(t.get('mae'))}</td></tr>")
             out.append("</table>")
     return out
 

@@ -128,6 +128,25 @@ def test_block_pair_count_counts_the_causal_token_pairs_of_a_block_pattern(lengt
     assert int(weights.sum()) == causal_pairs(length)  # the whole triangle
 
 
+@pytest.mark.parametrize("length,tau", [(200, 0.0), (256, 0.3), (333, 1.0)])
+def test_flexprefill_pair_count_equals_the_count_of_the_selected_pattern(length, tau):
+    """The bisection's pair count comes from prefix tables; it must be the exact pair count of the
+    pattern select() builds for that gamma (vertical-slash heads and query-aware heads alike)."""
+    from systems.lm.attention.block_sparse import block_pair_count
+    from systems.lm.attention.flexprefill import FlexPrefill
+    from systems.lm.attention.vertical_slash import vs_pair_count
+
+    q, k, _ = qkv(length, seed=length)
+    method = FlexPrefill(compression=4, tau=tau, block=16, min_budget=16, local=8, max_budget=160)
+    est = method.estimate(q, k)
+    if tau in (0.0, 1.0):  # all vertical-slash / all query-aware heads
+        assert bool(est["query_aware"].all()) == (tau == 1.0) and bool(est["query_aware"].any()) == (tau == 1.0)
+    for gamma in (0.0, 0.1, 0.37, 0.5, 0.8, 0.95, 0.999, 1.0):
+        verticals, slashes, block_mask = method.select(est, gamma)
+        expected = vs_pair_count(verticals, slashes, length) + block_pair_count(block_mask, 16, length)
+        assert torch.equal(method.pair_count(est, gamma), expected), gamma
+
+
 def test_flexprefill_density_grows_with_gamma_and_respects_min_budget():
     q, k, v = qkv(256, seed=5)
     densities = []

@@ -57,6 +57,34 @@ def test_phonemizer_gives_flite_phones_with_pauses():
     assert ph.phones("Yes, no.").count("pau") == 3
 
 
+def test_character_front_end_reads_letters_and_refuses_digits():
+    chars = tts_text.front_end("chars")
+    units = chars.units("Hi, Tom's CAT!")
+    assert units == ("pau", "h", "i", ",", " ", "t", "o", "m", "'", "s", " ", "c", "a", "t", "!", "pau")
+    ids = chars.ids(units)
+    assert ids[0] == ids[-1] == tts_text.PHONE_IDS["pau"] and max(ids) < tts_text.vocab_size("chars")
+    assert len(set(ids)) == len(set(units))
+    assert chars.units("a # b")[1:-1] == ("a", " ", " ", "b")  # symbols outside the set are dropped
+    for bad, match in (("?! ...", "nothing to pronounce"), ("Room 12", "digits"), ("# @", "nothing")):
+        with pytest.raises(tts_text.FrontEndError, match=match):
+            chars.units(bad)
+    with pytest.raises(tts_text.FrontEndError, match="not in the chars front end"):
+        chars.ids(["pau", "é"])
+    with pytest.raises(BenchError, match="front ends: phones, chars, ipa"):
+        tts_text.front_end("graphemes")
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng (scripts/setup.sh installs it)")
+def test_ipa_front_end_reads_espeak_clauses_with_pauses():
+    ipa = tts_text.front_end("ipa")
+    units = ipa.units("The cat, the dog.")
+    text = "".join(u if u != "pau" else "|" for u in units)
+    assert text == "|ðə kˈæt|ðə dˈɑːɡ|"  # the comma's clause break is a pause; stress and length are units
+    assert ipa.ids(units)[0] == tts_text.PHONE_IDS["pau"] and max(ipa.ids(units)) < tts_text.vocab_size("ipa")
+    with pytest.raises(tts_text.FrontEndError, match="nothing to pronounce"):
+        ipa.units("...")
+
+
 def test_parse_psdur_and_durations_fit_the_frames():
     pairs = tts_text.parse_psdur("pau:0.164 hh:0.255 ax:0.304 bogus:1 l:0.412")
     assert [p for p, _ in pairs] == ["pau", "hh", "ax", "l"]
@@ -248,6 +276,25 @@ def test_token_families_acoustic_stages(tiny, acoustic):
         again = system._frames(plan, prompt_tokens, level1, known=frames[:20])
         np.testing.assert_array_equal(again[:20], frames[:20])
         assert not np.array_equal(again[20:], frames[20:]), "new frames are generated, not copied"
+        # A stream's later chunk sees a window of stream_context frames (prompt tail + known frames).
+        import systems.tts.flow as flow
+
+        seen = []
+        real = flow.sample
+
+        def spy(model, context, *args, **kwargs):
+            seen.append(context.shape[0])
+            return real(model, context, *args, **kwargs)
+
+        flow.sample = spy
+        try:
+            windowed = system.decode_level1(plan, prompt_tokens, level1, frames[:20], context_frames=8)
+            first = system._frames(plan, prompt_tokens, level1[:16], known=None)  # the first chunk: whole prompt
+        finally:
+            flow.sample = real
+        assert seen == [8 + len(level1) - 20, plan["prompt_frames"] + 16]
+        assert windowed.shape == frames.shape and first.shape == (16, N_MELS)
+        np.testing.assert_array_equal(windowed[:20], frames[:20])
 
 
 @needs_flite
@@ -349,12 +396,15 @@ def test_vocoder_ceiling_resynthesises_the_reference():
 
 @needs_flite
 def test_duration_free_flow_lays_out_phones_then_fillers(tiny, tmp_path):
-    from systems.tts.flow import FILLER_ID, FlowConfig, FlowModel
+    from systems.tts.flow import FlowConfig, FlowModel
     from systems.tts.modules import filler_alignment, save_checkpoint
+    from systems.tts.text import VOCAB_SIZE
     from systems.tts.train import write_manifest
 
-    phones, position = filler_alignment([5, 6, 7], 6, FILLER_ID)
-    assert phones.tolist() == [5, 6, 7, FILLER_ID, FILLER_ID, FILLER_ID] and not position.any()
+    filler = FlowConfig().filler_id
+    assert filler == VOCAB_SIZE  # one past the phones: the committed duration-free recipe's id
+    phones, position = filler_alignment([5, 6, 7], 6, filler)
+    assert phones.tolist() == [5, 6, 7, filler, filler, filler] and not position.any()
     copy = tmp_path / "ckpt"
     shutil.copytree(tiny, copy)
     config = FlowConfig(d=32, layers=1, heads=2, text_blocks=1, alignment="filler")

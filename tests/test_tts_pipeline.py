@@ -91,6 +91,50 @@ def test_every_stage_trains_and_the_systems_load_it(corpus, tmp_path):
     assert (again / "flow" / "model.safetensors").read_bytes() == (ckpt / "flow" / "model.safetensors").read_bytes()
 
 
+@pytest.mark.parametrize("text", ["chars", "ipa"])
+def test_a_folder_can_read_characters_or_ipa_instead_of_phones(corpus, tmp_path, text, capsys):
+    from systems.tts.modules import read_config
+    from systems.tts.system import TinyFlow
+    from systems.tts.text import front_end, vocab_size
+    from tasks.librivox_mini import LibrivoxMini
+
+    ckpt = tmp_path / text
+    base = ["train-tts", "--corpus", str(corpus), "--out", str(ckpt)]
+    with pytest.raises(SystemExit):  # the front end is the aligner's to set
+        main(base + ["--family", "flow", "--text", text])
+    assert "--family aligner" in capsys.readouterr().err
+    assert main(base + ["--family", "aligner", "--steps", "6", "--text", text]) == 0
+    assert main(base + ["--family", "flow", "--steps", "2"]) == 0
+    assert read_config(ckpt / "aligner")["text"] == text and read_config(ckpt / "duration")["text"] == text
+    assert read_config(ckpt / "flow")["model"]["text"] == text
+    recipes = json.loads((ckpt / "train_config.json").read_text())["recipes"]
+    assert recipes["aligner"]["text"] == text and recipes["flow"]["model"]["text"] == text
+    assert "boundary_error_frames_mean" not in json.loads((ckpt / "aligner" / "train_log.json").read_text())["check"]
+    from safetensors.torch import load_file
+
+    embed = load_file(str(ckpt / "aligner" / "model.safetensors"))["embed.weight"]
+    assert embed.shape[0] == vocab_size(text) != vocab_size("phones")
+    item = LibrivoxMini().items()[0]
+    system = TinyFlow(checkpoints=str(ckpt), nfe=2)
+    system.load()
+    assert system.front_end.name == text
+    plan = system.plan("A short test.", item.prompt)
+    units = front_end(text).units("A short test.")
+    assert len(plan["phones"]) == plan["prompt_phones"] + len(units) - 1  # the shared pause counted once
+    audio = system.synthesize("A short test.", item.prompt, item)
+    assert audio.samples.size > 0 and np.isfinite(audio.samples).all()
+    # A family whose front end is not its folder's is refused with what to do.
+    shutil.copy(tmp_path / text / "flow" / "config.json", tmp_path / "flow-config.json")
+    config = read_config(ckpt / "flow")
+    config["model"]["text"] = "phones" if text == "chars" else "chars"
+    (ckpt / "flow" / "config.json").write_text(json.dumps(config))
+    from systems.tts.train import write_manifest
+
+    write_manifest(ckpt)
+    with pytest.raises(BenchError, match="retrain the family"):
+        TinyFlow(checkpoints=str(ckpt), nfe=2).load()
+
+
 def test_missing_corpus_and_checkpoints_say_what_to_run(tmp_path, capsys):
     assert main(["train-tts", "--corpus", str(tmp_path / "none"), "--out", str(tmp_path / "c"), "--family", "aligner"]) == 1
     assert "bench tts-corpus" in capsys.readouterr().err

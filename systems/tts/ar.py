@@ -28,8 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.errors import BenchError
-from systems.tts.modules import Block, FrameText, check_alignment
-from systems.tts.text import END_ID, VOCAB_SIZE
+from systems.tts.modules import Block, FrameText, check_alignment, front_end_json
+from systems.tts.text import END_ID, vocab_size
 
 
 class NoStop(BenchError):
@@ -50,12 +50,14 @@ class ARConfig:
     phone_window: int = 1
     alignment: str = "duration"  # duration | none
     max_prompt: float = 0.5
+    text: str = "phones"  # the front end (systems.tts.text.FRONT_ENDS)
 
     def __post_init__(self) -> None:
         check_alignment(self.alignment, ('duration', 'none'))
+        vocab_size(self.text)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return front_end_json(asdict(self))
 
 
 class ARModel(nn.Module):
@@ -63,14 +65,15 @@ class ARModel(nn.Module):
         super().__init__()
         self.config = config
         d = config.d
-        self.phone_embed = nn.Embedding(VOCAB_SIZE, d, padding_idx=0)
+        vocab = vocab_size(config.text)
+        self.phone_embed = nn.Embedding(vocab, d, padding_idx=0)
         self.token_embed = nn.Embedding(config.codes + 1, d)  # + BOS
-        self.frame_text = FrameText(VOCAB_SIZE, d, blocks=1)
+        self.frame_text = FrameText(vocab, d, blocks=1)
         self.ar_blocks = nn.ModuleList(Block(d, config.heads, config.mlp_ratio) for _ in range(config.layers))
         self.ar_norm = nn.LayerNorm(d)
         self.ar_head = nn.Linear(d, config.codes + 1)  # + EOS
         # Stage 2
-        self.nar_text = FrameText(VOCAB_SIZE, d, blocks=1)
+        self.nar_text = FrameText(vocab, d, blocks=1)
         self.nar_tokens = nn.ModuleList(nn.Embedding(config.codes, d) for _ in range(config.levels))
         self.level_embed = nn.Embedding(config.levels, d)
         self.nar_blocks = nn.ModuleList(Block(d, config.heads, config.mlp_ratio) for _ in range(config.nar_layers))

@@ -66,14 +66,16 @@ def _digest(records: Iterable[dict[str, Any]], extra: str) -> str:
 
 
 def load_corpus(corpus: Path, *, split: str = "train", set_name: str = "train",
-                progress: bool = True) -> list[Utterance]:
-    """Every utterance of the split with its log-mel (computed once, then read from the cache)."""
+                progress: bool = True, text: str = "phones") -> list[Utterance]:
+    """Every utterance of the split with its log-mel (computed once, then read from the cache) and
+    its units in the `text` front end (phones: the corpus' own, with Flite's timings where the
+    engine printed them; chars, ipa: from the sentence, no timings)."""
     from tqdm import tqdm
 
     from bench.audio import read_audio
     from systems.tts.corpus import load_utterances
     from systems.tts.features import FEATURES_REVISION, SAMPLE_RATE, log_mel
-    from systems.tts.text import phone_ids
+    from systems.tts.text import front_end, phone_ids
 
     corpus = Path(corpus)
     records = load_utterances(corpus, split=split, set_name=set_name)
@@ -94,11 +96,13 @@ def load_corpus(corpus: Path, *, split: str = "train", set_name: str = "train",
         tmp = cache.with_suffix(f".{os.getpid()}.tmp.npz")  # concurrent trainings each write their own
         np.savez(tmp, **{k: v.astype(np.float16) for k, v in mels.items()})
         tmp.replace(cache)
+    reader = None if text == "phones" else front_end(text)
     out = []
     for r in records:
         mel = mels[r["id"]]
-        utt = Utterance(r["id"], r["voice"], r["text"], np.asarray(phone_ids(r["phones"]), dtype=np.int64), mel)
-        if r.get("flite_timings"):
+        ids = phone_ids(r["phones"]) if reader is None else reader.ids(reader.units(r["text"]))
+        utt = Utterance(r["id"], r["voice"], r["text"], np.asarray(ids, dtype=np.int64), mel)
+        if reader is None and r.get("flite_timings"):
             utt.flite_durations = timings_to_durations(r["flite_timings"], len(mel))
         out.append(utt)
     return out

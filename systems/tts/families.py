@@ -107,9 +107,7 @@ def make_batch(rng: random.Random, utterances: Sequence[Any], stats: Any, recipe
 def filler_token(family: str, model_config: Any) -> int | None:
     """The filler id when the flow family trains in its duration-free form (E2/F5 filler padding)."""
     if family == "flow" and model_config.alignment == "filler":
-        from systems.tts.flow import FILLER_ID
-
-        return FILLER_ID
+        return model_config.filler_id
     return None
 
 
@@ -164,9 +162,12 @@ def train_family(family: str, corpus: Path, out: Path, log: Callable[[str], None
                  steps: int | None = None, model_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     from bench.jsonio import write_json_atomic
     from systems.tts.modules import count_parameters, save_checkpoint
-    from systems.tts.train import load_aligned_corpus
+    from systems.tts.train import front_end_of, load_aligned_corpus
 
     torch.set_num_threads(threads)
+    text = front_end_of(out)
+    if text != "phones":  # the family reads the folder's front end (phone configs stay as they were)
+        model_overrides = {**(model_overrides or {}), "text": text}
     recipe = RECIPES[family] if steps is None else replace(RECIPES[family], steps=steps)
     utterances, stats = load_aligned_corpus(corpus, out, log)
     needs_tokens = family in ("nar", "ar", "decoder")

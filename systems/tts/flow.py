@@ -38,10 +38,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from systems.tts.features import N_MELS
-from systems.tts.modules import Block, FrameText, time_embedding, check_alignment
-from systems.tts.text import VOCAB_SIZE
-
-FILLER_ID = VOCAB_SIZE  # the duration-free form's filler token (one past the phone vocabulary)
+from systems.tts.modules import Block, FrameText, front_end_json, time_embedding, check_alignment
+from systems.tts.text import vocab_size
 
 
 @dataclass(frozen=True)
@@ -58,18 +56,25 @@ class FlowConfig:
     tokens: int = 0  # > 0: condition on level-1 speech tokens of this many codes (the decoder)
     p_token_noise: float = 0.1
     phones: bool = True  # False: no text input at all (the decoder reads only tokens and context)
+    text: str = "phones"  # the front end (systems.tts.text.FRONT_ENDS)
 
     def __post_init__(self) -> None:
         check_alignment(self.alignment, ('duration', 'filler'))
         if not self.phones and not self.tokens:
             raise ValueError("a flow model without phones needs tokens to read")
+        vocab_size(self.text)  # validates the front end's name
+
+    @property
+    def filler_id(self) -> int:
+        """The duration-free form's filler token: one past the front end's vocabulary."""
+        return vocab_size(self.text)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         if not self.tokens:  # a plain TTS flow model: its config reads as it did before decoders
             for key in ("tokens", "p_token_noise", "phones"):
                 del data[key]
-        return data
+        return front_end_json(data)
 
 
 class FlowModel(nn.Module):
@@ -78,7 +83,7 @@ class FlowModel(nn.Module):
         self.config = config
         d = config.d
         if config.phones:
-            self.text = FrameText(VOCAB_SIZE + 1, d, config.text_blocks)
+            self.text = FrameText(config.filler_id + 1, d, config.text_blocks)
         if config.tokens:  # the last entry is the null token (guidance, no tokens)
             self.token_embed = nn.Embedding(config.tokens + 1, d)
             nn.init.zeros_(self.token_embed.weight)

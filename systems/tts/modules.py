@@ -158,6 +158,14 @@ def load_state_strict(model: nn.Module, state: dict[str, Any], what: str) -> Non
     model.load_state_dict({k: v.to(dtypes[k]) for k, v in state.items()}, strict=True)
 
 
+def front_end_json(data: dict[str, Any]) -> dict[str, Any]:
+    """A model config's JSON without `text` when it is the default phones, so configs of phone
+    models read (and their bytes rebuild) as they did before the front end was a choice."""
+    if data.get("text") == "phones":
+        del data["text"]
+    return data
+
+
 def read_config(folder: Path) -> dict[str, Any]:
     path = Path(folder) / "config.json"
     if not path.is_file():

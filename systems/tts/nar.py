@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from systems.tts.modules import Block, FrameText, check_alignment
-from systems.tts.text import VOCAB_SIZE
+from systems.tts.modules import Block, FrameText, check_alignment, front_end_json
+from systems.tts.text import vocab_size
 
 
 @dataclass(frozen=True)
@@ -45,12 +45,14 @@ class NARConfig:
     text_blocks: int = 2
     max_prompt: float = 0.4
     alignment: str = "duration"  # duration | prefix (duration-free, MaskGCT's T2S)
+    text: str = "phones"  # the front end (systems.tts.text.FRONT_ENDS)
 
     def __post_init__(self) -> None:
         check_alignment(self.alignment, ('duration', 'prefix'))
+        vocab_size(self.text)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return front_end_json(asdict(self))
 
 
 class MaskedModel(nn.Module):
@@ -58,7 +60,7 @@ class MaskedModel(nn.Module):
         super().__init__()
         self.config = config
         d = config.d
-        self.text = FrameText(VOCAB_SIZE, d, config.text_blocks)
+        self.text = FrameText(vocab_size(config.text), d, config.text_blocks)
         self.tokens = nn.ModuleList(nn.Embedding(config.codes + 1, d) for _ in range(config.levels))  # +MASK
         self.blocks = nn.ModuleList(Block(d, config.heads, config.mlp_ratio) for _ in range(config.layers))
         self.norm = nn.LayerNorm(d)

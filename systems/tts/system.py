@@ -137,7 +137,7 @@ class OurTTS(TTSSystem):
         from systems.tts.aligner import Aligner, DurationPredictor
         from systems.tts.features import FeatureStats, load_vocoder
         from systems.tts.modules import load_weights_strict, read_config
-        from systems.tts.text import Phonemizer
+        from systems.tts.text import front_end, vocab_size
 
         for sub in self.needed_folders():
             if not (self.folder / sub / "model.safetensors").is_file():
@@ -146,13 +146,19 @@ class OurTTS(TTSSystem):
         _check_manifest(self.folder, self.needed_folders())
         torch.manual_seed(0)
         self.stats = FeatureStats.from_json(json.loads((self.folder / "aligner" / "feature_stats.json").read_text()))
-        self.aligner = Aligner()
-        load_weights_strict(self.aligner, self.folder / "aligner" / "model.safetensors")
-        self.durations = DurationPredictor()
-        load_weights_strict(self.durations, self.folder / "duration" / "model.safetensors")
-        self.phonemizer = Phonemizer()
-        self.vocoder = load_vocoder(self.options.get("vocoder"))
+        # The aligner's config names the folder's text front end; the family must read the same.
+        text = read_config(self.folder / "aligner").get("text", "phones")
         self.config = read_config(self.folder / self.family_dir)
+        family_text = self.config.get("model", {}).get("text", "phones")
+        if family_text != text:
+            raise Unavailable(f"system '{self.name}': {self.folder / self.family_dir} reads {family_text} but the "
+                              f"folder's aligner reads {text} -> retrain the family in that folder")
+        self.aligner = Aligner(vocab=vocab_size(text))
+        load_weights_strict(self.aligner, self.folder / "aligner" / "model.safetensors")
+        self.durations = DurationPredictor(vocab=vocab_size(text))
+        load_weights_strict(self.durations, self.folder / "duration" / "model.safetensors")
+        self.front_end = front_end(text)
+        self.vocoder = load_vocoder(self.options.get("vocoder"))
         self.load_family()
 
     def load_family(self) -> None:
@@ -164,7 +170,6 @@ class OurTTS(TTSSystem):
         from systems.tts.aligner import align, log_rate
         from systems.tts.features import FRAMES_PER_SECOND, log_mel
         from systems.tts.modules import frame_alignment
-        from systems.tts.text import merge_pauses, phone_ids
 
         if prompt is None:
             raise BadPrompt(f"system '{self.name}' clones a voice and needs a prompt (reference audio and its text)")
@@ -173,12 +178,12 @@ class OurTTS(TTSSystem):
             raise BadPrompt(f"the prompt is {audio.duration:.2f} s long; at least {MIN_PROMPT_S} s are needed")
         if float(np.sqrt(np.mean(np.square(audio.samples, dtype=np.float64)))) < 1e-4:
             raise BadPrompt("the prompt is silent")
-        prompt_phones = list(self.phonemizer.phones(prompt.text))
-        target_phones = list(self.phonemizer.phones(text))
+        prompt_phones = list(self.front_end.units(prompt.text))
+        target_phones = list(self.front_end.units(text))
         if target_phones and target_phones[0] == "pau" and prompt_phones[-1] == "pau":
             target_phones = target_phones[1:]
         mel = self.stats.normalise(log_mel(audio.samples).T)
-        p_ids = phone_ids(prompt_phones)
+        p_ids = self.front_end.ids(prompt_phones)
         if len(p_ids) > mel.shape[0]:
             raise BadPrompt(f"the prompt's text has {len(p_ids)} phones but its audio only {mel.shape[0]} frames: "
                             "they do not match")
@@ -191,7 +196,7 @@ class OurTTS(TTSSystem):
             first = min(int(np.searchsorted(ends, excess, side="left")) + 1, len(p_ids) - 1)
             cut = int(ends[first - 1])
             mel, p_ids, p_dur = mel[cut:], p_ids[first:], p_dur[first:]
-        t_ids = phone_ids(target_phones)
+        t_ids = self.front_end.ids(target_phones)
         t_dur = self.durations.predict(t_ids, log_rate(int(p_dur.sum()), len(p_ids)))
         check_target_length(int(t_dur.sum()))
         phones = np.asarray(p_ids + t_ids, dtype=np.int64)
@@ -266,11 +271,11 @@ class TinyFlow(OurTTS):
 
         p, n = plan["prompt_frames"], plan["target_frames"]
         if self.model.config.alignment == "filler":  # duration-free: phones then fillers (E2/F5)
-            from systems.tts.flow import FILLER_ID
             from systems.tts.modules import filler_alignment
 
             plan = {**plan}
-            plan["frame_phones"], plan["position"] = filler_alignment(plan["phones"], p + n, FILLER_ID)
+            plan["frame_phones"], plan["position"] = filler_alignment(plan["phones"], p + n,
+                                                                      self.model.config.filler_id)
         context = np.zeros((p + n, plan["prompt_mel"].shape[1]), np.float32)
         context[:p] = plan["prompt_mel"]
         generate = torch.zeros(p + n, dtype=torch.bool)
@@ -310,10 +315,13 @@ class TokenFamily(OurTTS):
             load_weights_strict(self.decoder, self.folder / "decoder" / "model.safetensors")
             self.decoder.eval()
 
-    def decode_level1(self, plan: dict[str, Any], prompt_tokens, level1, known: np.ndarray | None = None) -> np.ndarray:
+    def decode_level1(self, plan: dict[str, Any], prompt_tokens, level1, known: np.ndarray | None = None,
+                      context_frames: int = 0) -> np.ndarray:
         """The decoder's target frames for level-1 tokens `level1` (after the prompt's). `known`:
         target frames already final (a stream's earlier chunks), kept as context and not generated
-        again. The frame phones are passed for a decoder configured to read them (the committed
+        again. context_frames > 0: the decoder sees only that many frames of context before the new
+        ones (prompt and known frames together), so a stream's chunks cost the same however far in
+        they are. The frame phones are passed for a decoder configured to read them (the committed
         one does not); beyond the planned frames they are the END phone."""
         import torch
 
@@ -330,9 +338,12 @@ class TokenFamily(OurTTS):
         generate = torch.zeros(p + n, dtype=torch.bool)
         generate[fixed:] = True
         tokens = torch.cat([torch.as_tensor(prompt_tokens)[:, 0], torch.as_tensor(level1, dtype=torch.long)])
-        out = sample(self.decoder, torch.from_numpy(context), torch.from_numpy(frame_phones), torch.from_numpy(position),
-                     generate, nfe=self.options["nfe"], sway=-1.0, guidance=2.0, seed=self.options["seed"], tokens=tokens)
-        return out[p:].numpy()
+        start = max(0, fixed - context_frames) if context_frames > 0 else 0
+        out = sample(self.decoder, torch.from_numpy(context[start:]), torch.from_numpy(frame_phones[start:]),
+                     torch.from_numpy(position[start:]), generate[start:], nfe=self.options["nfe"], sway=-1.0,
+                     guidance=2.0, seed=self.options["seed"], tokens=tokens[start:]).numpy()
+        context[start:] = out  # the window's context frames come back as they went in
+        return context[p:]
 
 
 def frames_conditioning(plan: dict[str, Any], total: int) -> tuple[np.ndarray, np.ndarray]:
@@ -404,9 +415,9 @@ class TinyAR(TokenFamily):
     inference_revision = "2"  # 2: phone features over the whole planned sequence (1 ran them frame by frame)
     streaming = True
     description = ("our autoregressive codec-LM TTS (VALL-E with RALL-E's duration guidance, KV cache, streaming); "
-                   "options temperature, top_k, top_p, chunk, acoustic, nfe, seed, vocoder")
+                   "options temperature, top_k, top_p, chunk, stream_context, acoustic, nfe, seed, vocoder")
     option_spec = {"temperature": (float, 0.01, 5.0, 1.0), "top_k": (int, 0, 4096, 50), "top_p": (float, 0.0, 1.0, 0.0),
-                   "chunk": (int, 8, 1000, 48), **ACOUSTIC_OPTIONS}
+                   "chunk": (int, 8, 1000, 48), "stream_context": (int, 0, 10000, 0), **ACOUSTIC_OPTIONS}
 
     def load_family(self) -> None:
         from systems.tts.ar import ARConfig, ARModel
@@ -423,7 +434,9 @@ class TinyAR(TokenFamily):
         from systems.tts.ar import fill_levels
 
         if self.options["acoustic"] == "decoder":
-            return self.decode_level1(plan, prompt_tokens, level1, known)
+            # The first chunk sees the whole prompt (it sets the voice); later ones a window.
+            window = self.options["stream_context"] if known is not None and len(known) else 0
+            return self.decode_level1(plan, prompt_tokens, level1, known, window)
         p = plan["prompt_frames"]
         fp, pos = frames_conditioning(plan, p + len(level1))
         all_level1 = torch.cat([prompt_tokens[:, 0], torch.tensor(level1, dtype=torch.long)])
@@ -455,7 +468,8 @@ class TinyAR(TokenFamily):
         """Audio every `chunk` frames: the acoustic stage and the vocoder run on everything
         generated so far and the new part is handed out (Griffin-Lim is not causal, so each chunk
         is vocoded with the frames before it as context). The decoder keeps the frames of earlier
-        chunks as context and generates only the new ones (CosyVoice's chunked decoding); the
+        chunks as context and generates only the new ones (CosyVoice's chunked decoding), seeing
+        the last `stream_context` frames of prompt and earlier chunks (0: all of them); the
         codebook stage re-predicts them all."""
         import torch
 

@@ -10,6 +10,11 @@ phone string of any English text (`flite -ps`, no audio written). Flite's US voi
 same 'radio' phone set, so `flite -psdur` gives the exact phone timings of its own voices, which
 seed and check the aligner (systems.tts.aligner). Punctuation that makes flite pause becomes `pau`.
 Text goes to flite through a file, never a shell or argv, so no text can become an option.
+
+Front ends (`front_end(name)`, the aligner's checkpoint records which one a model folder uses):
+`phones` (Flite's phones, the committed models), `chars` (the letters themselves, E2/F5's choice),
+`ipa` (eSpeak NG's IPA characters, with stress and length marks as symbols). Each gives units
+with `pau` at both ends; ids are 0 padding, 1 end of speech, then the front end's symbols.
 """
 
 from __future__ import annotations
@@ -44,7 +49,9 @@ class FrontEndError(BenchError):
 class Phonemizer:
     """Text -> phones with Flite's lexicon and letter-to-sound rules (cached per text)."""
 
+    name = "phones"
     revision = "flite-radio-phones-v1"
+    symbols = PHONES
 
     def __init__(self, binary: str | None = None):
         self.binary = binary or shutil.which("flite")
@@ -60,21 +67,124 @@ class Phonemizer:
         with tempfile.TemporaryDirectory(prefix="bench-g2p-") as tmp:
             path = Path(tmp) / "text.txt"
             path.write_text(cleaned + "\n", encoding="utf-8")
-            try:
-                proc = subprocess.run([self.binary, "-ps", "-f", str(path), "-o", "none"], stdin=subprocess.DEVNULL,
-                                      capture_output=True, text=True, errors="replace", timeout=FLITE_TIMEOUT_S,
-                                      check=False)
-            except subprocess.TimeoutExpired:
-                raise FrontEndError(f"flite took over {FLITE_TIMEOUT_S:g} s to phonemise {text[:60]!r}") from None
-        if proc.returncode != 0:
-            raise FrontEndError(f"flite failed ({proc.returncode}) on {text[:60]!r}: {proc.stderr.strip()[-300:]}")
-        phones = tuple(p for p in proc.stdout.split() if p in PHONE_IDS)
+            stdout = run_text_tool([self.binary, "-ps", "-f", str(path), "-o", "none"], text)
+        phones = tuple(p for p in stdout.split() if p in PHONE_IDS)
         if not any(p != "pau" for p in phones):
             raise FrontEndError(f"text {text!r} gave no phones")
         return merge_pauses(phones)
 
-    def ids(self, text: str) -> list[int]:
-        return phone_ids(self.phones(text))
+    def units(self, text: str) -> tuple[str, ...]:
+        return self.phones(text)
+
+    def ids(self, units: Iterable[str]) -> list[int]:
+        return phone_ids(units)
+
+
+# Characters: lower-case letters, the apostrophe, the space between words and the punctuation that
+# changes prosody. Digits are refused (the corpus spells numbers, so their embeddings are untrained).
+CHARS = ("pau", " ", "'", ",", ".", "?", "!", ";", ":", "-") + tuple("abcdefghijklmnopqrstuvwxyz")
+# eSpeak NG's en-us IPA output over the corpus, the evaluation sentences and the hard set (45
+# characters), plus symbols other English words may need; a clause break (a new output line) is `pau`.
+IPA = ("pau", " ", "ˈ", "ˌ", "ː", "ᵻ", "a", "b", "d", "e", "f", "h", "i", "j", "k", "l", "m", "n", "o", "p",
+       "s", "t", "u", "v", "w", "z", "æ", "ð", "ŋ", "ɐ", "ɑ", "ɔ", "ə", "ɚ", "ɛ", "ɜ", "ɡ", "ɪ", "ɹ", "ɾ",
+       "ʃ", "ʊ", "ʌ", "ʒ", "θ", "ɒ", "ʔ", "x", "r", "ɬ", "ç")
+
+
+class Characters:
+    """Text -> its characters (lower case), `pau` at both ends (E2/F5-TTS read characters)."""
+
+    name = "chars"
+    revision = "chars-v1"
+    symbols = CHARS
+
+    def units(self, text: str) -> tuple[str, ...]:
+        cleaned = clean_text(text).lower()
+        if not cleaned:
+            raise FrontEndError(f"text {text!r} has nothing to pronounce (no letters or digits)")
+        if re.search(r"[0-9]", cleaned):
+            raise FrontEndError(f"the character front end does not read digits ({text[:60]!r}): write numbers as words")
+        kept = [c for c in cleaned if c in _CHAR_IDS]  # other ASCII symbols (#, @, ...) are dropped
+        if not any(c.isalpha() for c in kept):
+            raise FrontEndError(f"text {text!r} has no letters")
+        return ("pau", *kept, "pau")
+
+    def ids(self, units: Iterable[str]) -> list[int]:
+        return _symbol_ids(units, _CHAR_IDS, self.name)
+
+
+class IPAPhonemizer:
+    """Text -> eSpeak NG's IPA (en-us), one unit per character; clause breaks are `pau`."""
+
+    name = "ipa"
+    revision = "espeak-ng-ipa-en-us-v1"
+    symbols = IPA
+
+    def __init__(self, binary: str | None = None):
+        self.binary = binary or shutil.which("espeak-ng")
+        if self.binary is None:
+            raise BenchError("the IPA front end needs eSpeak NG -> sudo apt-get install espeak-ng")
+
+    @functools.lru_cache(maxsize=4096)
+    def units(self, text: str) -> tuple[str, ...]:
+        cleaned = clean_text(text)
+        if not cleaned:
+            raise FrontEndError(f"text {text!r} has nothing to pronounce (no letters or digits)")
+        # text on stdin, never argv: no text can become an option
+        stdout = run_text_tool([self.binary, "-q", "--ipa", "-v", "en-us"], text, stdin=cleaned)
+        clauses = [line.strip() for line in stdout.splitlines() if line.strip()]
+        if not clauses:
+            raise FrontEndError(f"text {text!r} gave no IPA")
+        units: list[str] = ["pau"]
+        for clause in clauses:
+            unknown = sorted(set(clause) - set(_IPA_IDS))
+            if unknown:
+                raise FrontEndError(f"eSpeak NG wrote IPA symbol(s) {' '.join(unknown)} for {text[:60]!r}, "
+                                    "which this front end has no embedding for")
+            units.extend(clause)
+            units.append("pau")
+        return tuple(units)
+
+    def ids(self, units: Iterable[str]) -> list[int]:
+        return _symbol_ids(units, _IPA_IDS, self.name)
+
+
+_CHAR_IDS = {c: i + 2 for i, c in enumerate(CHARS)}
+_IPA_IDS = {c: i + 2 for i, c in enumerate(IPA)}
+FRONT_ENDS = {"phones": PHONES, "chars": CHARS, "ipa": IPA}
+
+
+def _symbol_ids(units: Iterable[str], table: dict[str, int], name: str) -> list[int]:
+    try:
+        return [table[u] for u in units]
+    except KeyError as exc:
+        raise FrontEndError(f"unit {exc.args[0]!r} is not in the {name} front end") from None
+
+
+def vocab_size(front_end_name: str = "phones") -> int:
+    """Embedding rows a model needs for this front end: padding, end of speech, its symbols."""
+    if front_end_name not in FRONT_ENDS:
+        raise BenchError(f"unknown text front end {front_end_name!r}; front ends: {', '.join(FRONT_ENDS)}")
+    return len(FRONT_ENDS[front_end_name]) + 2
+
+
+def front_end(name: str = "phones"):
+    """The front end by name (phones, chars, ipa): units(text) -> symbols, ids(units) -> ids."""
+    vocab_size(name)  # validates the name
+    return {"phones": Phonemizer, "chars": Characters, "ipa": IPAPhonemizer}[name]()
+
+
+def run_text_tool(argv: list[str], text: str, stdin: str | None = None) -> str:
+    """A front end's tool (flite, espeak-ng) on one text -> its stdout; FrontEndError when it
+    fails or takes longer than FLITE_TIMEOUT_S."""
+    tool = Path(argv[0]).name
+    try:
+        proc = subprocess.run(argv, input=stdin, stdin=None if stdin is not None else subprocess.DEVNULL,
+                              capture_output=True, text=True, errors="replace", timeout=FLITE_TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired:
+        raise FrontEndError(f"{tool} took over {FLITE_TIMEOUT_S:g} s on {text[:60]!r}") from None
+    if proc.returncode != 0:
+        raise FrontEndError(f"{tool} failed ({proc.returncode}) on {text[:60]!r}: {proc.stderr.strip()[-300:]}")
+    return proc.stdout
 
 
 def clean_text(text: str) -> str:

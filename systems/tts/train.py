@@ -1,6 +1,7 @@
 """`bench train-tts`: train our TTS pieces on CPU, deterministically, into the checkpoint folder.
 
   bench train-tts --family aligner     feature statistics, the aligner and the duration predictor
+                                       (--text phones|chars|ipa: the front end the folder's models read)
   bench train-tts --family tokenizer   the residual k-means speech tokenizer (needs: aligner's stats)
   bench train-tts --family flow|nar|ar the model families (need: aligner; nar and ar: tokenizer)
   bench train-tts --family decoder     the token families' features decoder (needs: tokenizer, flow)
@@ -86,7 +87,27 @@ def load_stats(out: Path):
     return FeatureStats.from_json(json.loads(path.read_text(encoding="utf-8")))
 
 
-def train_aligner_stage(corpus: Path, out: Path, log, threads: int, steps: int | None = None) -> dict[str, Any]:
+def front_end_of(out: Path) -> str:
+    """The text front end a checkpoint folder's models read: the aligner's (phones when unsaid)."""
+    path = out / "aligner" / "config.json"
+    if not path.is_file():
+        raise BenchError(f"no aligner at {out / 'aligner'} -> bench train-tts --family aligner --out {out}")
+    return json.loads(path.read_text(encoding="utf-8")).get("text", "phones")
+
+
+def load_aligner(out: Path):
+    """The folder's aligner, built for its front end and loaded with strict checks."""
+    from systems.tts.aligner import Aligner
+    from systems.tts.modules import load_weights_strict
+    from systems.tts.text import vocab_size
+
+    aligner = Aligner(vocab=vocab_size(front_end_of(out)))
+    load_weights_strict(aligner, out / "aligner" / "model.safetensors")
+    return aligner
+
+
+def train_aligner_stage(corpus: Path, out: Path, log, threads: int, steps: int | None = None,
+                        text: str = "phones") -> dict[str, Any]:
     import torch
 
     from bench.jsonio import write_json_atomic
@@ -96,10 +117,10 @@ def train_aligner_stage(corpus: Path, out: Path, log, threads: int, steps: int |
     from systems.tts.modules import save_checkpoint
 
     torch.set_num_threads(threads)
-    config = AlignerConfig(threads=threads)
+    config = AlignerConfig(threads=threads, text=text)
     if steps is not None:  # quick tries and tests, not the committed recipe
-        config = AlignerConfig(threads=threads, steps=steps, seed_steps=steps // 3, duration_steps=steps)
-    utterances = load_corpus(corpus)
+        config = AlignerConfig(threads=threads, steps=steps, seed_steps=steps // 3, duration_steps=steps, text=text)
+    utterances = load_corpus(corpus, text=text)
     stats = FeatureStats.fit(np.concatenate([u.log_mel for u in utterances]))
     folder = out / "aligner"
     folder.mkdir(parents=True, exist_ok=True)
@@ -107,8 +128,9 @@ def train_aligner_stage(corpus: Path, out: Path, log, threads: int, steps: int |
     aligner, aligner_log = train_aligner(utterances, stats, config, log)
     utterances = attach_durations(utterances, stats, aligner, log)
     predictor, duration_log = train_duration_predictor(utterances, config, log)
-    save_checkpoint(folder, aligner, {"kind": "aligner", "features": FEATURES_REVISION})
-    save_checkpoint(out / "duration", predictor, {"kind": "duration-predictor"})
+    front = {} if text == "phones" else {"text": text}  # phone folders' configs read as before
+    save_checkpoint(folder, aligner, {"kind": "aligner", "features": FEATURES_REVISION, **front})
+    save_checkpoint(out / "duration", predictor, {"kind": "duration-predictor", **front})
     write_json_atomic(folder / "train_log.json", aligner_log)
     write_json_atomic(out / "duration" / "train_log.json", duration_log)
     return config.to_json()
@@ -127,12 +149,10 @@ def attach_durations(utterances, stats, aligner, log, cache_dir: Path | None = N
 
 def load_aligned_corpus(corpus: Path, out: Path, log):
     """The corpus with features and aligner durations (cached beside the corpus by aligner digest)."""
-    from systems.tts.aligner import Aligner
     from systems.tts.dataset import load_corpus
-    from systems.tts.modules import load_weights_strict
 
     stats = load_stats(out)
-    utterances = load_corpus(corpus)
+    utterances = load_corpus(corpus, text=front_end_of(out))
     weights = out / "aligner" / "model.safetensors"
     cache = corpus / "cache" / f"durations-{sha256_file(weights)[:16]}.npz"
     if cache.is_file():
@@ -140,9 +160,7 @@ def load_aligned_corpus(corpus: Path, out: Path, log):
             for u in utterances:
                 u.durations = data[u.id]
     else:
-        aligner = Aligner()
-        load_weights_strict(aligner, weights)
-        attach_durations(utterances, stats, aligner, log)
+        attach_durations(utterances, stats, load_aligner(out), log)
         tmp = cache.with_suffix(f".{os.getpid()}.tmp.npz")  # concurrent trainings each write their own
         np.savez(tmp, **{u.id: u.durations for u in utterances})
         tmp.replace(cache)
@@ -154,8 +172,6 @@ def train_tokenizer_stage(corpus: Path, out: Path, log, threads: int, steps: int
 
     from bench.jsonio import write_json_atomic
     from systems.tts.dataset import load_corpus
-    from systems.tts.aligner import Aligner
-    from systems.tts.modules import load_weights_strict
     from systems.tts.tokenizer import SpeechTokenizer, TokenizerConfig
 
     torch.set_num_threads(threads)
@@ -165,9 +181,7 @@ def train_tokenizer_stage(corpus: Path, out: Path, log, threads: int, steps: int
     encoder = None
     if config.content == "aligner":
         weights = out / "aligner" / "model.safetensors"
-        aligner = Aligner()
-        load_weights_strict(aligner, weights)
-        encoder = aligner.frames
+        encoder = load_aligner(out).frames
         # the encoder's weights are copied into the tokenizer; this says where they came from
         extra = {"content_encoder_from": {"aligner_sha256": sha256_file(weights)}}
     utterances = [stats.normalise(u.log_mel) for u in load_corpus(corpus)]
@@ -191,17 +205,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="the family's text alignment: duration (the committed recipe), or the duration-free "
                              "form: filler (flow: E2/F5 filler padding), none (ar: plain VALL-E attention), "
                              "prefix (nar: MaskGCT's phones-as-prefix)")
+    parser.add_argument("--text", choices=("phones", "chars", "ipa"), default="phones",
+                        help="aligner only: the text front end of this checkpoint folder (Flite phones, the "
+                             "committed models; characters; eSpeak NG IPA); the families read the aligner's")
     parser.add_argument("--check", action="store_true", help="verify the checkpoints against their manifest")
     args = parser.parse_args(argv)
     if args.check:
         return check_manifest(args.out)
     if not args.family:
         parser.error("give --family or --check")
+    if args.text != "phones" and args.family != "aligner":
+        parser.error("--text sets the front end of a new folder: give it with --family aligner; the other "
+                     "stages read the aligner's")
     log = _log_to(None)
     start = time.time()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.family == "aligner":
-        recipe = train_aligner_stage(args.corpus, args.out, log, args.threads, args.steps)
+        recipe = train_aligner_stage(args.corpus, args.out, log, args.threads, args.steps, args.text)
     elif args.family == "tokenizer":
         recipe = train_tokenizer_stage(args.corpus, args.out, log, args.threads, args.steps)
     else:

@@ -93,25 +93,41 @@ class FlexPrefill(PrefillMethod):
         sinks, local = min(self.sinks, length), min(self.local, length)
         columns, diagonals = attention.sum(2), slash_scores(attention)
         v_order, s_order = top_lines(columns, sinks), top_lines(diagonals, local)
-        # What every gamma the bisection tries shares: cumulative masses, ranks, the causal grid.
+        # What every gamma the bisection tries shares: cumulative masses, ranks, the causal grid, and
+        # the pair counts of every prefix of each ranking (so a gamma's density needs no sort).
+        rank = torch.arange(length, device=q.device)
+        block_pairs = block_pair_weights(n_blocks, block, length, q.device)
         return {"query_aware": query_aware, "block_order": block_order, "block_cum": block_mass.cumsum(-1),
                 "v_order": v_order, "v_cum": columns.gather(-1, v_order).cumsum(-1),
                 "s_order": s_order, "s_cum": diagonals.gather(-1, s_order).cumsum(-1),
-                "rank": torch.arange(length, device=q.device), "block_rank": torch.arange(n_blocks, device=q.device),
-                "causal_blocks": causal, "block_pairs": block_pair_weights(n_blocks, block, length, q.device),
+                "rank": rank, "block_rank": torch.arange(n_blocks, device=q.device),
+                "causal_blocks": causal, "block_pairs": block_pairs,
+                # pairs of the first n columns / diagonals / key blocks of each query-block row, by rank
+                "v_pairs_cum": (length - v_order).cumsum(-1), "s_pairs_cum": (length - s_order).cumsum(-1),
+                "block_pairs_cum": (block_pairs * causal).expand_as(block_order).gather(-1, block_order).cumsum(-1),
+                # each column's rank, and the column index below which a diagonal's pairs overlap columns
+                "v_rank": torch.empty_like(v_order).scatter_(-1, v_order, rank.expand_as(v_order)),
+                "s_last_column": length - 1 - s_order,
                 "sinks": sinks, "local": local, "length": length, "n_blocks": n_blocks}
 
     # ------------------------------------------------------------------ selection for a given gamma
-    def select(self, est: dict, gamma: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def counts(self, est: dict, gamma: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per head: columns, diagonals and (per query block) key blocks that cover gamma, clamped
+        to the budgets."""
         length, n_blocks, block = est["length"], est["n_blocks"], self.block
-        query_aware = est["query_aware"]
         low_lines = min(self.min_budget, length)
         high_lines = length if self.max_budget is None else min(self.max_budget, length)
         low_blocks = min(math.ceil(self.min_budget / block), n_blocks)
         high_blocks = n_blocks if self.max_budget is None else max(1, min(self.max_budget // block, n_blocks))
-
         n_v = cover_count(est["v_cum"], gamma).clamp(low_lines, high_lines).clamp(min=est["sinks"])
         n_s = cover_count(est["s_cum"], gamma).clamp(low_lines, high_lines).clamp(min=est["local"])
+        n_b = cover_count(est["block_cum"], gamma).clamp(low_blocks, high_blocks).clamp(min=1)
+        return n_v, n_s, n_b
+
+    def select(self, est: dict, gamma: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        length = est["length"]
+        query_aware = est["query_aware"]
+        n_v, n_s, n_b = self.counts(est, gamma)
         rank = est["rank"]
         # Entries past a head's count, and every line of a query-aware head, become padding (= L).
         vs_head = ~query_aware[..., None]
@@ -120,16 +136,23 @@ class FlexPrefill(PrefillMethod):
         verticals = torch.where((rank < n_v[..., None]) & vs_head, est["v_order"], length)[..., :widest_v]
         slashes = torch.where((rank < n_s[..., None]) & vs_head, est["s_order"], length)[..., :widest_s]
 
-        n_b = cover_count(est["block_cum"], gamma).clamp(low_blocks, high_blocks).clamp(min=1)
         keep = (est["block_rank"] < n_b[..., None]) & query_aware[..., None, None]
         block_mask = torch.zeros_like(keep).scatter_(-1, est["block_order"], keep)
         block_mask &= est["causal_blocks"]
         return verticals, slashes, block_mask
 
     def pair_count(self, est: dict, gamma: float) -> torch.Tensor:
-        verticals, slashes, block_mask = self.select(est, gamma)
-        blocks = (block_mask * est["block_pairs"]).sum((-2, -1))  # block_pair_count, its weights made once
-        return vs_pair_count(verticals, slashes, est["length"]) + blocks
+        """Causal pairs per (B, H) that select(est, gamma) attends, from the prefix tables alone:
+        what vs_pair_count and block_pair_count give for the selected pattern, without building it."""
+        n_v, n_s, n_b = self.counts(est, gamma)
+        blocks = est["block_pairs_cum"].gather(-1, (n_b - 1)[..., None]).sum((-2, -1))
+        columns = est["v_pairs_cum"].gather(-1, (n_v - 1)[..., None])[..., 0]
+        diagonals = est["s_pairs_cum"].gather(-1, (n_s - 1)[..., None])[..., 0]
+        # Pair (j + o, j) is on a kept column j and a kept diagonal o when j <= L - 1 - o: count, per
+        # kept diagonal, the kept columns up to that index (a running count over column indices).
+        kept_columns = (est["v_rank"] < n_v[..., None]).cumsum(-1)
+        overlap = (kept_columns.gather(-1, est["s_last_column"]) * (est["rank"] < n_s[..., None])).sum(-1)
+        return torch.where(est["query_aware"], blocks, columns + diagonals - overlap)
 
     def resolve_gamma(self, est: dict) -> float:
         if self.gamma is not None:
