@@ -48,8 +48,11 @@ def read_offline_run(directory: Path) -> dict[str, Any]:
         record = wandb_internal_pb2.Record()
         record.ParseFromString(raw)
         kind = record.WhichOneof("record_type")
-        if kind == "run":
-            for item in record.run.config.update:
+        # The config arrives in the run record or, when wandb sends it separately (it does at
+        # times, depending on its threads' timing), in a config record of its own: read both.
+        if kind in ("run", "config"):
+            config = record.run.config if kind == "run" else record.config
+            for item in config.update:
                 out["config"][item.key] = json.loads(item.value_json)
         elif kind == "summary":
             for item in record.summary.update:

@@ -191,8 +191,17 @@ class FlexPrefill(PrefillMethod):
         gamma = self.resolve_gamma(est)
         verticals, slashes, block_mask = self.select(est, gamma)
 
+        # Skip a kind no head uses: its rows would be all False (a vertical-slash head's block rows,
+        # a query-aware head's vertical-slash rows are empty), so the pattern is the same.
+        query_aware = est["query_aware"]
+        any_blocks, any_lines = bool(query_aware.any()), not bool(query_aware.all())
+
         def allowed_rows(r0: int, r1: int) -> torch.Tensor:
-            return or_block_rows_(vs_rows(verticals, slashes, r0, r1), block_mask, self.block, r0, r1)
+            if not any_lines:
+                rows = torch.zeros(*query_aware.shape, r1 - r0, r1, dtype=torch.bool, device=q.device)
+            else:
+                rows = vs_rows(verticals, slashes, r0, r1)
+            return or_block_rows_(rows, block_mask, self.block, r0, r1) if any_blocks else rows
 
         budget = {"gamma": gamma, "query_aware_heads": float(est["query_aware"].float().mean()),
                   "min_budget": self.min_budget, "max_budget": self.max_budget}
