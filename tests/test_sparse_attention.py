@@ -387,8 +387,12 @@ def phases_of(name):
     return phases(name)
 
 
-@pytest.mark.parametrize("length,block,r0,r1", [(512, 8, 0, 512), (100, 16, 37, 100), (65, 64, 0, 65), (300, 8, 256, 300)])
+@pytest.mark.parametrize("length,block,r0,r1", [(512, 8, 0, 512), (100, 16, 37, 100), (65, 64, 0, 65), (300, 8, 256, 300),
+                                                 (256, 16, 40, 256), (520, 24, 0, 520), (512, 32, 100, 200)])
 def test_block_rows_in_place_and_fresh_equal_the_token_level_pattern(length, block, r0, r1):
+    """Blocks of 8k keys are ORed as machine words where the rows' layout allows, byte by byte
+    otherwise (rows of a length that is not a multiple of 8, a strided view): both must agree with
+    the token-level pattern."""
     import math
 
     from systems.lm.attention.block_sparse import block_rows, or_block_rows_
@@ -400,3 +404,9 @@ def test_block_rows_in_place_and_fresh_equal_the_token_level_pattern(length, blo
     reference = _token_level_blocks(mask, block, r0, r1)
     assert torch.equal(block_rows(mask, block, r0, r1), reference)
     assert torch.equal(or_block_rows_(rows.clone(), mask, block, r0, r1), rows | reference)
+    wider = torch.rand(2, 6, r1 - r0, r1, generator=generator) < 0.2
+    strided = wider[:, ::2]  # every other head: a view whose head stride is not the rows' size
+    before, between = strided.clone(), wider[:, 1::2].clone()
+    assert torch.equal(or_block_rows_(strided, mask, block, r0, r1), before | reference)
+    assert torch.equal(wider[:, ::2], before | reference)  # written through the view, in place
+    assert torch.equal(wider[:, 1::2], between)  # the heads between are untouched

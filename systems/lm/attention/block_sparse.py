@@ -22,6 +22,9 @@ from systems.lm.attention.base import (PrefillMethod, PrefillResult, attend_rows
 
 
 # --------------------------------------------------------------------------- block-grid helpers
+_TRUE_BYTES = 0x0101010101010101  # eight bool True bytes read as one int64
+
+
 def or_block_rows_(rows: torch.Tensor, block_mask: torch.Tensor, block: int, r0: int, r1: int) -> torch.Tensor:
     """rows |= the token rows r0..r1-1 over keys 0..r1-1 of a (B, H, n_blocks, n_blocks) block
     pattern, in place: each key block's flag is broadcast over its `block` columns."""
@@ -29,7 +32,13 @@ def or_block_rows_(rows: torch.Tensor, block_mask: torch.Tensor, block: int, r0:
     per_block = block_mask[:, :, first:last + 1, :last + 1].repeat_interleave(block, dim=-2)
     per_block = per_block[:, :, r0 - first * block:r1 - first * block]  # (B, H, r1 - r0, key blocks)
     whole = r1 // block  # key blocks that end inside 0..r1-1
-    if whole:
+    if whole and block % 8 == 0 and rows.stride(-1) == 1 and all(st % 8 == 0 for st in rows.stride()[:-1]) \
+            and rows.storage_offset() % 8 == 0:
+        # A key block of 8k bools is k machine words: OR each block's flag as whole words of 0x01 bytes
+        # (a bool is one byte holding 0 or 1), 8x fewer elements than byte by byte.
+        words = rows[..., :whole * block].view(torch.int64).unflatten(-1, (whole, block // 8))
+        words.bitwise_or_(per_block[..., :whole, None].to(torch.int64) * _TRUE_BYTES)
+    elif whole:
         rows[..., :whole * block].unflatten(-1, (whole, block)).bitwise_or_(per_block[..., :whole, None])
     if whole * block < r1:  # the last, partial key block
         rows[..., whole * block:].bitwise_or_(per_block[..., whole:whole + 1])

@@ -191,17 +191,25 @@ class FlexPrefill(PrefillMethod):
         gamma = self.resolve_gamma(est)
         verticals, slashes, block_mask = self.select(est, gamma)
 
-        # Skip a kind no head uses: its rows would be all False (a vertical-slash head's block rows,
-        # a query-aware head's vertical-slash rows are empty), so the pattern is the same.
+        # Each head's rows come from its own kind only: a vertical-slash head's block rows and a
+        # query-aware head's vertical-slash rows would be all False, so the pattern is the same.
         query_aware = est["query_aware"]
-        any_blocks, any_lines = bool(query_aware.any()), not bool(query_aware.all())
+        batch, heads = query_aware.shape
+        lines_at = (~query_aware).flatten().nonzero().squeeze(1)
+        blocks_at = query_aware.flatten().nonzero().squeeze(1)
 
         def allowed_rows(r0: int, r1: int) -> torch.Tensor:
-            if not any_lines:
-                rows = torch.zeros(*query_aware.shape, r1 - r0, r1, dtype=torch.bool, device=q.device)
-            else:
-                rows = vs_rows(verticals, slashes, r0, r1)
-            return or_block_rows_(rows, block_mask, self.block, r0, r1) if any_blocks else rows
+            if not len(blocks_at):
+                return vs_rows(verticals, slashes, r0, r1)
+            if not len(lines_at):
+                rows = torch.zeros(batch, heads, r1 - r0, r1, dtype=torch.bool, device=q.device)
+                return or_block_rows_(rows, block_mask, self.block, r0, r1)
+            rows = torch.empty(batch * heads, r1 - r0, r1, dtype=torch.bool, device=q.device)
+            rows[lines_at] = vs_rows(verticals.flatten(0, 1)[None, lines_at], slashes.flatten(0, 1)[None, lines_at],
+                                     r0, r1)[0]
+            part = torch.zeros(1, len(blocks_at), r1 - r0, r1, dtype=torch.bool, device=q.device)
+            rows[blocks_at] = or_block_rows_(part, block_mask.flatten(0, 1)[None, blocks_at], self.block, r0, r1)[0]
+            return rows.view(batch, heads, r1 - r0, r1)
 
         budget = {"gamma": gamma, "query_aware_heads": float(est["query_aware"].float().mean()),
                   "min_budget": self.min_budget, "max_budget": self.max_budget}
