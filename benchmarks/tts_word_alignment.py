@@ -49,10 +49,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from systems.tts.aligner import align
+    from systems.tts.aligner import align, front_end_of, load_aligner
     from systems.tts.dataset import load_corpus
     from systems.tts.text import PHONE_IDS, Phonemizer, front_end
-    from systems.tts.train import front_end_of, load_aligner, load_stats
+    from systems.tts.train import load_stats
 
     torch.set_num_threads(1)
     phonemizer = Phonemizer()

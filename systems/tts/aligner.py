@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -122,6 +123,25 @@ def log_rate(n_frames: int, n_phones: int) -> float:
 
 
 # --------------------------------------------------------------------------- use
+def front_end_of(folder: Path) -> str:
+    """The text front end a checkpoint folder's models read: its aligner's (phones when unsaid)."""
+    import json
+
+    path = Path(folder) / "aligner" / "config.json"
+    if not path.is_file():
+        raise BenchError(f"no aligner at {Path(folder) / 'aligner'} -> bench train-tts --family aligner --out {folder}")
+    return json.loads(path.read_text(encoding="utf-8")).get("text", "phones")
+
+
+def load_aligner(folder: Path) -> Aligner:
+    """The folder's aligner, built for its front end and loaded with strict checks."""
+    from systems.tts.modules import load_weights_strict
+
+    aligner = Aligner(vocab=vocab_size(front_end_of(folder)))
+    load_weights_strict(aligner, Path(folder) / "aligner" / "model.safetensors")
+    return aligner
+
+
 @torch.no_grad()
 def align(aligner: Aligner, phones: Sequence[int], normalised_mel: np.ndarray) -> np.ndarray:
     """Frames per phone for one utterance (any voice): MAS over the aligner's attention."""

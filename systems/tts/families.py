@@ -162,7 +162,8 @@ def train_family(family: str, corpus: Path, out: Path, log: Callable[[str], None
                  steps: int | None = None, model_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     from bench.jsonio import write_json_atomic
     from systems.tts.modules import count_parameters, save_checkpoint
-    from systems.tts.train import front_end_of, load_aligned_corpus
+    from systems.tts.aligner import front_end_of
+    from systems.tts.train import load_aligned_corpus
 
     torch.set_num_threads(threads)
     text = front_end_of(out)

@@ -134,7 +134,7 @@ class OurTTS(TTSSystem):
     def load(self) -> None:
         import torch
 
-        from systems.tts.aligner import Aligner, DurationPredictor
+        from systems.tts.aligner import DurationPredictor, front_end_of, load_aligner
         from systems.tts.features import FeatureStats, load_vocoder
         from systems.tts.modules import load_weights_strict, read_config
         from systems.tts.text import front_end, vocab_size
@@ -147,14 +147,13 @@ class OurTTS(TTSSystem):
         torch.manual_seed(0)
         self.stats = FeatureStats.from_json(json.loads((self.folder / "aligner" / "feature_stats.json").read_text()))
         # The aligner's config names the folder's text front end; the family must read the same.
-        text = read_config(self.folder / "aligner").get("text", "phones")
+        text = front_end_of(self.folder)
         self.config = read_config(self.folder / self.family_dir)
         family_text = self.config.get("model", {}).get("text", "phones")
         if family_text != text:
             raise Unavailable(f"system '{self.name}': {self.folder / self.family_dir} reads {family_text} but the "
                               f"folder's aligner reads {text} -> retrain the family in that folder")
-        self.aligner = Aligner(vocab=vocab_size(text))
-        load_weights_strict(self.aligner, self.folder / "aligner" / "model.safetensors")
+        self.aligner = load_aligner(self.folder)
         self.durations = DurationPredictor(vocab=vocab_size(text))
         load_weights_strict(self.durations, self.folder / "duration" / "model.safetensors")
         self.front_end = front_end(text)

@@ -38,7 +38,7 @@ PHONES = ("pau", "aa", "ae", "ah", "ao", "aw", "ax", "axr", "ay", "b", "ch", "d"
 PAD_ID, END_ID = 0, 1
 PHONE_IDS = {p: i + 2 for i, p in enumerate(PHONES)}
 VOCAB_SIZE = len(PHONES) + 2
-FLITE_TIMEOUT_S = 30.0
+TEXT_TOOL_TIMEOUT_S = 30.0
 
 
 class FrontEndError(BenchError):
@@ -175,13 +175,13 @@ def front_end(name: str = "phones"):
 
 def run_text_tool(argv: list[str], text: str, stdin: str | None = None) -> str:
     """A front end's tool (flite, espeak-ng) on one text -> its stdout; FrontEndError when it
-    fails or takes longer than FLITE_TIMEOUT_S."""
+    fails or takes longer than TEXT_TOOL_TIMEOUT_S."""
     tool = Path(argv[0]).name
     try:
         proc = subprocess.run(argv, input=stdin, stdin=None if stdin is not None else subprocess.DEVNULL,
-                              capture_output=True, text=True, errors="replace", timeout=FLITE_TIMEOUT_S, check=False)
+                              capture_output=True, text=True, errors="replace", timeout=TEXT_TOOL_TIMEOUT_S, check=False)
     except subprocess.TimeoutExpired:
-        raise FrontEndError(f"{tool} took over {FLITE_TIMEOUT_S:g} s on {text[:60]!r}") from None
+        raise FrontEndError(f"{tool} took over {TEXT_TOOL_TIMEOUT_S:g} s on {text[:60]!r}") from None
     if proc.returncode != 0:
         raise FrontEndError(f"{tool} failed ({proc.returncode}) on {text[:60]!r}: {proc.stderr.strip()[-300:]}")
     return proc.stdout

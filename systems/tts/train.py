@@ -87,25 +87,6 @@ def load_stats(out: Path):
     return FeatureStats.from_json(json.loads(path.read_text(encoding="utf-8")))
 
 
-def front_end_of(out: Path) -> str:
-    """The text front end a checkpoint folder's models read: the aligner's (phones when unsaid)."""
-    path = out / "aligner" / "config.json"
-    if not path.is_file():
-        raise BenchError(f"no aligner at {out / 'aligner'} -> bench train-tts --family aligner --out {out}")
-    return json.loads(path.read_text(encoding="utf-8")).get("text", "phones")
-
-
-def load_aligner(out: Path):
-    """The folder's aligner, built for its front end and loaded with strict checks."""
-    from systems.tts.aligner import Aligner
-    from systems.tts.modules import load_weights_strict
-    from systems.tts.text import vocab_size
-
-    aligner = Aligner(vocab=vocab_size(front_end_of(out)))
-    load_weights_strict(aligner, out / "aligner" / "model.safetensors")
-    return aligner
-
-
 def train_aligner_stage(corpus: Path, out: Path, log, threads: int, steps: int | None = None,
                         text: str = "phones") -> dict[str, Any]:
     import torch
@@ -149,6 +130,7 @@ def attach_durations(utterances, stats, aligner, log, cache_dir: Path | None = N
 
 def load_aligned_corpus(corpus: Path, out: Path, log):
     """The corpus with features and aligner durations (cached beside the corpus by aligner digest)."""
+    from systems.tts.aligner import front_end_of, load_aligner
     from systems.tts.dataset import load_corpus
 
     stats = load_stats(out)
@@ -171,6 +153,7 @@ def train_tokenizer_stage(corpus: Path, out: Path, log, threads: int, steps: int
     import torch
 
     from bench.jsonio import write_json_atomic
+    from systems.tts.aligner import load_aligner
     from systems.tts.dataset import load_corpus
     from systems.tts.tokenizer import SpeechTokenizer, TokenizerConfig
 
