@@ -23,7 +23,7 @@ import torch
 
 from systems.lm.attention.base import (BadBudget, PrefillMethod, causal_pairs, check_fraction,
                                        check_int, expand_kv, one_budget, unreachable)
-from systems.lm.attention.block_sparse import block_pair_weights, or_block_rows_, pooled_blocks
+from systems.lm.attention.block_sparse import block_pair_weights, block_rows, pooled_blocks
 from systems.lm.attention.vertical_slash import (last_query_attention, slash_scores, top_lines,
                                                  vs_pair_count, vs_rows)
 
@@ -101,10 +101,10 @@ class FlexPrefill(PrefillMethod):
                 "v_order": v_order, "v_cum": columns.gather(-1, v_order).cumsum(-1),
                 "s_order": s_order, "s_cum": diagonals.gather(-1, s_order).cumsum(-1),
                 "rank": rank, "block_rank": torch.arange(n_blocks, device=q.device),
-                "causal_blocks": causal, "block_pairs": block_pairs,
+                "causal_blocks": causal,
                 # pairs of the first n columns / diagonals / key blocks of each query-block row, by rank
                 "v_pairs_cum": (length - v_order).cumsum(-1), "s_pairs_cum": (length - s_order).cumsum(-1),
-                "block_pairs_cum": (block_pairs * causal).expand_as(block_order).gather(-1, block_order).cumsum(-1),
+                "block_pairs_cum": block_pairs.expand_as(block_order).gather(-1, block_order).cumsum(-1),
                 # each column's rank, and the column index below which a diagonal's pairs overlap columns
                 "v_rank": torch.empty_like(v_order).scatter_(-1, v_order, rank.expand_as(v_order)),
                 "s_last_column": length - 1 - s_order,
@@ -202,13 +202,11 @@ class FlexPrefill(PrefillMethod):
             if not len(blocks_at):
                 return vs_rows(verticals, slashes, r0, r1)
             if not len(lines_at):
-                rows = torch.zeros(batch, heads, r1 - r0, r1, dtype=torch.bool, device=q.device)
-                return or_block_rows_(rows, block_mask, self.block, r0, r1)
+                return block_rows(block_mask, self.block, r0, r1)
             rows = torch.empty(batch * heads, r1 - r0, r1, dtype=torch.bool, device=q.device)
             rows[lines_at] = vs_rows(verticals.flatten(0, 1)[None, lines_at], slashes.flatten(0, 1)[None, lines_at],
                                      r0, r1)[0]
-            part = torch.zeros(1, len(blocks_at), r1 - r0, r1, dtype=torch.bool, device=q.device)
-            rows[blocks_at] = or_block_rows_(part, block_mask.flatten(0, 1)[None, blocks_at], self.block, r0, r1)[0]
+            rows[blocks_at] = block_rows(block_mask.flatten(0, 1)[None, blocks_at], self.block, r0, r1)[0]
             return rows.view(batch, heads, r1 - r0, r1)
 
         budget = {"gamma": gamma, "query_aware_heads": float(est["query_aware"].float().mean()),
