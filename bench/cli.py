@@ -108,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--system-opt", action="append", default=[], metavar="SYSTEM.KEY=VALUE",
                      help="system option, e.g. espeak-ng.voice=en-gb (repeatable)")
     run.add_argument("--retry-failed", action="store_true", help="on resume, generate and score failed items again")
-    run.add_argument("--no-warmup", action="store_true", help="skip the warm-up synthesis before timing")
+    run.add_argument("--no-warmup", action="store_true",
+                     help="skip the untimed warm-up (the first words of the first item, per system) before timing")
 
     score = sub.add_parser("score", help="score a folder of already generated audio (files named <item id>.wav)")
     score.add_argument("--audio-dir", required=True, type=Path, help="folder of <item id>.wav files")

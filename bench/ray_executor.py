@@ -265,10 +265,10 @@ class SystemPool:
 def synthesize_all(opts: ExecutorOptions, system: str, options: dict[str, Any], items: Sequence[Any], *,
                    timeout_s: float, load_timeout_s: float, warmup: bool) -> Iterator[tuple[Any, Any]]:
     """(item, SynthesisResult) as items finish; raises LoadFailed when the system cannot load."""
-    from bench.worker import SynthesisResult
+    from bench.worker import SynthesisResult, warmup_item
 
     pool = SystemPool(opts, "system", system, options, timeout_s=timeout_s, load_timeout_s=load_timeout_s,
-                      warmup=items[0] if warmup and items else None)
+                      warmup=warmup_item(items[0]) if warmup and items else None)
     for item, result in pool.map(items, lambda actor, item: actor.synthesize.remote(item)):
         if isinstance(result, WorkerLost):
             result = SynthesisResult(None, None, None, None, None, result.reason, result.detail)

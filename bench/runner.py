@@ -30,7 +30,7 @@ from bench.jsonio import JsonlAppender, read_json, write_json_atomic
 from bench.results import latest, read_generations, read_scores
 from bench.scoring import AudioMemo, ScoreCache, ScoreJob, score_metric
 from bench.spec import RunSpec, items_digest
-from bench.worker import DEFAULT_TIMEOUT_S, LOAD_TIMEOUT_S, LoadFailed, LoadTimeout, SystemWorker
+from bench.worker import DEFAULT_TIMEOUT_S, LOAD_TIMEOUT_S, LoadFailed, LoadTimeout, SystemWorker, warmup_item
 
 AUDIO_DIR_SYSTEM_PREFIX = "audio-dir:"
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
@@ -274,7 +274,8 @@ class Run:
                 return
             if self.opts.warmup:
                 # Warm-up: first calls pay for lazy initialisation; RTF is measured after it.
-                warm = worker.synthesize(todo[0].text, todo[0].prompt, todo[0])
+                warm_item = warmup_item(todo[0])
+                warm = worker.synthesize(warm_item.text, warm_item.prompt, warm_item)
                 if warm.error in ("timeout", "crashed"):
                     worker.start()
             for item in todo:

@@ -18,6 +18,7 @@ from bench.hardware import fingerprint, peak_rss_mb, source_commit
 from bench.results import latest, read_generations, read_scores, records_digest, seal
 from bench.spec import SCHEMA_VERSION
 from bench.stats import describe, percentile
+from bench.worker import WARMUP_WORDS
 
 
 def _metric_block(metric: Metric, recs: list[dict[str, Any]], seed: int) -> dict[str, Any]:
@@ -100,6 +101,7 @@ def summarize(run: Any, wall_s: float | None = None) -> dict[str, Any]:
         "unavailable_metrics": run.unavailable_metrics,
         "settings": {"timeout_s": run.opts.timeout_s, "batch_size": run.opts.batch_size,
                      "warmup": run.opts.warmup, "cache": run.opts.use_cache,
+                     **({"warmup_words": WARMUP_WORDS} if run.opts.warmup else {}),
                      "executor": run.opts.executor.to_json()},
         "environment": fingerprint(),
         "scoring_peak_rss_mb": peak_rss_mb(),

@@ -6,12 +6,16 @@
               optional piper extra is installed), prompt and target from the same unseen voice
   tts-hard    robustness texts (tongue twisters, repeated words and phrases: the kind Seed-TTS
               test-hard and RALL-E use) in the training voices
+  tts-dev     the development set: more held-out sentences in the training voices, from a stream
+              of their own (neither trained on nor tested on). Inference settings are chosen here
+              (`bench tts-compare --ablation dev`), so that no test item tunes anything.
 
-Sentences come from systems.tts.text's held-out stream, minus every training sentence, so no
-evaluated text was trained on. The audio is made on first use by the corpus' own code
-(systems.tts.corpus.synthesize_chunk) into $BENCH_HOME/data/tts-eval-<version> (or the data_dir
-option) and is deterministic for a given engine version; the sha256 of every file goes into the
-task's identity, so runs made from different audio never share a spec hash.
+Sentences come from systems.tts.text's held-out stream (the dev set: its dev stream, minus the test
+sentences too), minus every training sentence, so no evaluated text was trained on. The audio is
+made on first use by the corpus' own code (systems.tts.corpus.synthesize_chunk) into
+$BENCH_HOME/data/tts-eval-<version> (tts-dev-<version> for the dev set; or the data_dir option) and
+is deterministic for a given engine version; the sha256 of every file goes into the task's
+identity, so runs made from different audio never share a spec hash.
 Each item is also tagged with its voice and prompt relation, and results are grouped by voice.
 """
 
@@ -30,6 +34,8 @@ from tasks import check_options, data_home, options_aware
 
 EVAL_VERSION = "1"
 TARGETS_PER_VOICE = 4
+PROMPTS_PER_VOICE = 4
+DEV_TARGETS_PER_VOICE = 8  # twice the test's: the settings chosen here should not follow one item's luck
 HARD_REPETITIVE = 8
 
 
@@ -40,14 +46,14 @@ def _plan() -> dict[str, list[dict[str, str]]]:
 
     train_voices = [v.name for v in VOICES if v.split == "train"]
     heldout_voices = [v.name for v in VOICES if v.split == "heldout"]
-    per_voice = 2 * TARGETS_PER_VOICE  # targets and prompts
+    per_voice = TARGETS_PER_VOICE + PROMPTS_PER_VOICE
     pool = heldout_sentences(per_voice * (len(train_voices) + len(heldout_voices)) + len(train_voices),
                              training_texts())
     plan: dict[str, list[dict[str, str]]] = {"tts-seen": [], "tts-unseen": [], "tts-hard": []}
     cursor = 0
     for voice in train_voices + heldout_voices:
         task = "tts-seen" if voice in train_voices else "tts-unseen"
-        for j in range(TARGETS_PER_VOICE):
+        for j in range(TARGETS_PER_VOICE):  # one prompt per target here (PROMPTS_PER_VOICE == TARGETS_PER_VOICE)
             plan[task].append({"id": f"{voice}-t{j}", "voice": voice, "text": pool[cursor + j], "role": "target"})
             plan[task].append({"id": f"{voice}-p{j}", "voice": voice, "text": pool[cursor + TARGETS_PER_VOICE + j],
                                "role": "prompt"})
@@ -59,11 +65,29 @@ def _plan() -> dict[str, list[dict[str, str]]]:
     return plan
 
 
-def build_eval_set(folder: Path) -> dict[str, Any]:
+def _dev_plan() -> dict[str, list[dict[str, str]]]:
+    """The development set's utterances: its own sentence stream, minus training and test sentences."""
+    from systems.tts.corpus import VOICES, training_texts
+    from systems.tts.text import DEV_SEED, heldout_sentences
+
+    test_texts = {e["text"] for entries in _plan().values() for e in entries}
+    train_voices = [v.name for v in VOICES if v.split == "train"]
+    per_voice = DEV_TARGETS_PER_VOICE + PROMPTS_PER_VOICE
+    pool = heldout_sentences(per_voice * len(train_voices), training_texts() | test_texts, seed=DEV_SEED)
+    entries = []
+    for k, voice in enumerate(train_voices):
+        texts = pool[k * per_voice:(k + 1) * per_voice]
+        entries += [{"id": f"{voice}-t{j}", "voice": voice, "text": texts[j], "role": "target"}
+                    for j in range(DEV_TARGETS_PER_VOICE)]
+        entries += [{"id": f"{voice}-p{j}", "voice": voice, "text": texts[DEV_TARGETS_PER_VOICE + j], "role": "prompt"}
+                    for j in range(PROMPTS_PER_VOICE)]
+    return {"tts-dev": entries}
+
+
+def build_eval_set(folder: Path, plan: dict[str, list[dict[str, str]]]) -> dict[str, Any]:
     """Synthesise every planned utterance into folder (atomically: a temp folder, then renamed)."""
     from systems.tts.corpus import VOICE_BY_NAME, synthesize_chunk
 
-    plan = _plan()
     unique: dict[str, dict[str, str]] = {}
     for entries in plan.values():
         for e in entries:
@@ -103,12 +127,17 @@ class TTSEvalTask(Task):
                               "rendering of the target (a sanity check for vocoder ceilings, not a cloning measure)")
     report_groups = ("voice",)
     subset: ClassVar[str] = ""
+    folder_stem: ClassVar[str] = "tts-eval"  # the test sets share one folder; the dev set has its own
 
     def __init__(self, **options: Any):
         check_options(self.name, options, ["data_dir"])
         super().__init__(**options)
-        self.data_dir = Path(options["data_dir"]) if options.get("data_dir") else data_home() / f"tts-eval-v{EVAL_VERSION}"
+        self.data_dir = (Path(options["data_dir"]) if options.get("data_dir")
+                         else data_home() / f"{self.folder_stem}-v{EVAL_VERSION}")
         self._manifest: dict[str, Any] | None = None
+
+    def plan(self) -> dict[str, list[dict[str, str]]]:
+        return _plan()
 
     @options_aware
     def availability(self) -> Availability:
@@ -124,12 +153,13 @@ class TTSEvalTask(Task):
     def manifest(self) -> dict[str, Any]:
         if self._manifest is None:
             path = self.data_dir / "manifest.json"
+            plan = self.plan()
             if not path.is_file():
-                build_eval_set(self.data_dir)
+                build_eval_set(self.data_dir, plan)
             manifest = json.loads(path.read_text(encoding="utf-8"))
-            if manifest.get("plan") != _plan():
+            if manifest.get("plan") != plan:
                 # The generator changed since this folder was built: rebuild rather than mix.
-                manifest = build_eval_set(self.data_dir)
+                manifest = build_eval_set(self.data_dir, plan)
             for uid, rec in manifest["utterances"].items():
                 path = self.data_dir / rec["file"]
                 if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != rec["sha256"]:
@@ -154,7 +184,7 @@ class TTSEvalTask(Task):
                 continue
             target = records[entry["id"]]
             number = entry["id"].rsplit("-", 1)[1]
-            prompt_id = f"{entry['voice']}-p{int(number[1:]) % TARGETS_PER_VOICE}"
+            prompt_id = f"{entry['voice']}-p{int(number[1:]) % PROMPTS_PER_VOICE}"
             prompt = records[prompt_id]
             items.append(TTSItem(
                 id=entry["id"], text=target["text"],
@@ -183,3 +213,14 @@ class TTSHard(TTSEvalTask):
     name = "tts-hard"
     subset = "tts-hard"
     description = "tongue twisters and repetitive texts in the training voices (20 items): robustness, no_stop rate"
+
+
+class TTSDev(TTSEvalTask):
+    name = "tts-dev"
+    subset = "tts-dev"
+    folder_stem = "tts-dev"
+    description = ("development set: held-out sentences in the 7 training voices (56 items), where inference "
+                   "settings are chosen; never reported as a test result")
+
+    def plan(self) -> dict[str, list[dict[str, str]]]:
+        return _dev_plan()

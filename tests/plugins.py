@@ -31,6 +31,7 @@ class ToneSystem(TTSSystem):
         self.rate = int(self.options.get("rate", 16000))
         self.delay = float(self.options.get("delay", 0.0))
         self.calls_log = self.options.get("calls_log")
+        self.texts_log = self.options.get("texts_log")
         if self.options.get("load_hang"):
             time.sleep(3600)
 
@@ -38,6 +39,9 @@ class ToneSystem(TTSSystem):
         if self.calls_log:
             with open(self.calls_log, "a") as f:
                 f.write(item.id + "\n")
+        if self.texts_log:
+            with open(self.texts_log, "a") as f:
+                f.write(json.dumps(text) + "\n")
         time.sleep(self.delay)
         if "SPAWN" in text:  # a grandchild that would outlive a careless kill
             import subprocess

@@ -250,6 +250,29 @@ def test_same_command_again_is_a_no_op(tmp_path):
     assert len(read_jsonl(folder / "scores.jsonl")) == 2
 
 
+def test_warm_up_synthesises_the_first_words_of_the_first_item_untimed(tmp_path):
+    from bench.worker import WARMUP_WORDS
+
+    texts = {"a": "one two three four five six seven", "b": "eight nine"}
+    manifest = write_manifest(tmp_path, texts)
+    log = tmp_path / "texts.log"
+    assert run_cli("--systems", TONE, "--task", TASK, "--task-opt", f"manifest={manifest}",
+                   "--system-opt", f"{TONE}.texts_log={log}", "--out", str(tmp_path / "out")) == 0
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    assert WARMUP_WORDS == 4 and calls == ["one two three four", texts["a"], texts["b"]]
+    folder = only_run_folder(tmp_path / "out")
+    assert sorted(g["item_id"] for g in read_jsonl(folder / "generations.jsonl")) == ["a", "b"]
+    settings = json.loads((folder / "summary.json").read_text())["settings"]
+    assert settings["warmup"] is True and settings["warmup_words"] == WARMUP_WORDS
+    # --no-warmup: no untimed call, and nothing recorded about one.
+    log.unlink()
+    assert run_cli("--systems", TONE, "--task", TASK, "--task-opt", f"manifest={manifest}", "--no-warmup",
+                   "--system-opt", f"{TONE}.texts_log={log}", "--out", str(tmp_path / "out2")) == 0
+    assert [json.loads(line) for line in log.read_text().splitlines()] == [texts["a"], texts["b"]]
+    settings = json.loads((only_run_folder(tmp_path / "out2") / "summary.json").read_text())["settings"]
+    assert settings["warmup"] is False and "warmup_words" not in settings
+
+
 def test_kill_and_resume_loses_and_repeats_nothing(tmp_path):
     n = 12
     manifest = write_manifest(tmp_path, {f"i{k:02d}": "abcdef" for k in range(n)})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bench.errors import BenchError
-from systems.tts.compare import ablation_grid, table, write_readme_section
+from systems.tts.compare import ABLATIONS, ablation_grid, table, write_readme_section
 
 
 def _summary() -> dict:
@@ -39,7 +39,12 @@ def test_ablation_grids_are_the_papers():
     task, systems, options = ablation_grid("acoustic")
     assert task == "tts-seen" and {o["acoustic"] for o in options.values()} == {"decoder", "codebooks"}
     assert {s.split("@")[0] for s in systems} == {"tiny-ar", "tiny-nar"}
-    for grid in ("flow", "nar", "ar", "acoustic"):  # every label is a valid variant label
+    # The development set's grid: the token families' sampling settings, on tts-dev only.
+    task, systems, options = ablation_grid("dev")
+    assert task == "tts-dev" and {s.split("@")[0] for s in systems} == {"tiny-ar", "tiny-nar"}
+    assert sorted(o["steps"] for s, o in options.items() if s.startswith("tiny-nar")) == [4, 8, 16, 25]
+    assert {o.get("stream_context", 0) for s, o in options.items() if s.startswith("tiny-ar")} == {0, 96}
+    for grid in ABLATIONS:  # every label is a valid variant label
         assert all(split_variant(name)[1] for name in ablation_grid(grid)[1])
     with pytest.raises(BenchError):
         ablation_grid("nope")

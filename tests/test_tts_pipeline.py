@@ -145,12 +145,18 @@ def test_missing_corpus_and_checkpoints_say_what_to_run(tmp_path, capsys):
 def test_eval_tasks_hold_out_their_sentences(tmp_path, monkeypatch):
     monkeypatch.setenv("BENCH_HOME", str(tmp_path))
     from systems.tts.corpus import training_texts
-    from tasks.tts_eval import TTSHard, TTSSeen, TTSUnseen
+    from tasks.tts_eval import TTSDev, TTSHard, TTSSeen, TTSUnseen
 
     train = training_texts()
-    seen, unseen, hard = TTSSeen().items(), TTSUnseen().items(), TTSHard().items()
-    assert len(seen) == 28 and len(hard) == 20 and len(unseen) >= 8
-    for items in (seen, unseen, hard):
+    seen, unseen, hard, dev = TTSSeen().items(), TTSUnseen().items(), TTSHard().items(), TTSDev().items()
+    assert len(seen) == 28 and len(hard) == 20 and len(unseen) >= 8 and len(dev) == 56
+    # The development set (where inference settings are chosen) shares no sentence with any test
+    # set, prompts included, and lives in its own folder, so the test sets' identity is untouched.
+    test_texts = {t for items in (seen, unseen, hard) for it in items for t in (it.text, it.prompt.text)}
+    assert not {t for it in dev for t in (it.text, it.prompt.text)} & test_texts
+    assert {it.tags["voice"] for it in dev} == {it.tags["voice"] for it in seen}
+    assert dev[0].reference_path.parent.parent != seen[0].reference_path.parent.parent
+    for items in (seen, unseen, hard, dev):
         assert len({it.id for it in items}) == len(items)
         assert not {it.text for it in items} & train
         assert all(it.prompt.text not in train and it.prompt.text != it.text for it in items)

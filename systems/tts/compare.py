@@ -8,6 +8,9 @@ papers' ablations in miniature, each from one command; tables written for the RE
   bench tts-compare --ablation ar      temperature x top-k, with the no_stop rate (tts-hard)
   bench tts-compare --ablation acoustic  the token families' acoustic stage: the flow decoder
                                        (CosyVoice) vs their own finer codebooks (VALL-E NAR, MaskGCT) (tts-seen)
+  bench tts-compare --ablation dev     the token families' sampling settings on the development set
+                                       (tts-dev): NAR steps, AR temperature x top-k and its stream
+                                       window. Defaults are chosen here, never on a test set.
 
 Every number comes from ordinary `bench run` folders (resumable, cached; --out, default runs/).
 SIM is reported twice for the zero-shot tasks: to the item's own prompt (same voice), and to the
@@ -33,6 +36,7 @@ FAMILIES = ("tiny-ar", "tiny-nar", "tiny-flow")
 SYSTEMS = ("ground-truth", "vocoder-ceiling", *FAMILIES, "flite")
 TASKS = ("tts-seen", "tts-unseen", "librivox-mini", "tts-hard")
 RESULTS = Path("benchmarks/results/tts")
+ABLATIONS = ("flow", "nar", "ar", "acoustic", "dev")
 
 
 def ablation_grid(kind: str) -> tuple[str, list[str], dict[str, dict[str, dict[str, Any]]]]:
@@ -59,7 +63,15 @@ def ablation_grid(kind: str) -> tuple[str, list[str], dict[str, dict[str, dict[s
             for acoustic in ("decoder", "codebooks"):
                 rows[f"{family}@{acoustic}"] = {"acoustic": acoustic}
         return "tts-seen", list(rows), rows
-    raise BenchError(f"unknown ablation {kind!r}: flow, nar, ar or acoustic")
+    if kind == "dev":
+        for steps in (4, 8, 16, 25):
+            rows[f"tiny-nar@steps{steps}"] = {"steps": steps}
+        for temperature in (0.7, 1.0):
+            for top_k in (10, 50):
+                rows[f"tiny-ar@temp{round(temperature * 10):02d}-k{top_k}"] = {"temperature": temperature, "top_k": top_k}
+        rows["tiny-ar@temp10-k50-ctx96"] = {"temperature": 1.0, "top_k": 50, "stream_context": 96}
+        return "tts-dev", list(rows), rows
+    raise BenchError(f"unknown ablation {kind!r}: {', '.join(ABLATIONS)}")
 
 
 def run_task(task: str, systems: Sequence[str], options: dict[str, dict[str, Any]], out: Path,
@@ -190,7 +202,7 @@ def _write_section(name: str, text: str, readme: Path | None) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench tts-compare", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ablation", choices=("flow", "nar", "ar", "acoustic"), help="run one ablation instead of the comparison")
+    parser.add_argument("--ablation", choices=ABLATIONS, help="run one ablation instead of the comparison")
     parser.add_argument("--tasks", default=",".join(TASKS), help="tasks of the comparison")
     parser.add_argument("--metrics", help="comma-separated metrics (default: each task's protocol)")
     parser.add_argument("--out", type=Path, default=Path("runs"), help="run folders")

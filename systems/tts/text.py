@@ -312,15 +312,16 @@ def generate_sentences(n: int, seed: str) -> list[str]:
 
 TRAIN_SEED = "train"
 HELDOUT_SEED = "heldout"
+DEV_SEED = "dev"  # the development set's own stream: inference settings are chosen on it, never on a test set
 
 
-def heldout_sentences(n: int, exclude: Iterable[str]) -> list[str]:
+def heldout_sentences(n: int, exclude: Iterable[str], seed: str = HELDOUT_SEED) -> list[str]:
     """Evaluation sentences: a separate stream, minus anything in `exclude` (the training texts)
     and minus sentences with number words: the Seed-TTS protocol does not normalise numbers and
     Whisper writes them as digits, which would score the ASR's formatting, not the speech."""
     excluded = set(exclude)
     numbers = set(_NUM)
-    pool = generate_sentences(n * 3 + 50, HELDOUT_SEED)
+    pool = generate_sentences(n * 3 + 50, seed)
     out = [s for s in pool if s not in excluded and not numbers & set(re.findall(r"[a-z]+", s.lower()))][:n]
     if len(out) < n:
         raise BenchError(f"only {len(out)} held-out sentences left after excluding training texts")
