@@ -95,6 +95,10 @@ class System:
     takes_seed: ClassVar[bool] = False
     # What one copy needs on a Ray cluster (--executor ray): Ray's num_cpus, num_gpus, memory (bytes).
     resources: ClassVar[dict[str, float]] = {"num_cpus": 1}
+    # True for systems that run on PyTorch: their worker processes fork from a server that imported
+    # torch once (seconds per process saved); others start a fresh interpreter, so their memory
+    # figures never include a library they do not use.
+    uses_torch: ClassVar[bool] = False
 
     def __init__(self, **options: Any):
         self.options = options

@@ -65,9 +65,54 @@ def _limit_threads(threads: int | None) -> None:
         os.environ[var] = str(threads)
 
 
-def _child(conn: Any, kind: str, name: str, options: dict[str, Any], threads: int | None = None) -> None:
+# What the fork server imports once, for the workers of systems that run on torch (System.uses_torch).
+FORKSERVER_PRELOAD = ("numpy", "torch")
+
+
+def process_context(kind: str, name: str, threads: int | None) -> Any:
+    """How a system's worker process starts. Never a plain fork of the runner (its torch and ONNX
+    thread pools would be copied mid-use). A torch system forks from the fork server, which imported
+    torch once and never computes, so a worker starts in a fraction of a second instead of importing
+    torch again (about 1.5 s here, per system). Everything else, and any worker with a thread cap
+    (OpenBLAS reads its cap when numpy is imported), starts a fresh interpreter (spawn)."""
+    from bench import registry
+
+    if threads or "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    try:
+        uses_torch = bool(getattr(registry.get_class(kind, name), "uses_torch", False))
+    except Exception:  # a name that does not resolve fails in the child, with its message, as before
+        uses_torch = False
+    if not uses_torch:
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    # Read once, when the server starts (with the first torch worker, whose load time includes it).
+    ctx.set_forkserver_preload(list(FORKSERVER_PRELOAD))
+    return ctx
+
+
+def _parent_state() -> dict[str, Any]:
+    """What a spawned child inherits at its start and a forked-from-server child would not (the
+    server's were fixed when it started): the working folder, the environment, the import path."""
     import os
 
+    return {"cwd": os.getcwd(), "environ": dict(os.environ), "path": list(sys.path)}
+
+
+def _adopt(state: dict[str, Any]) -> None:
+    import os
+
+    os.chdir(state["cwd"])
+    os.environ.clear()
+    os.environ.update(state["environ"])
+    sys.path[:] = state["path"]
+
+
+def _child(conn: Any, kind: str, name: str, options: dict[str, Any], threads: int | None,
+           state: dict[str, Any]) -> None:
+    import os
+
+    _adopt(state)
     from bench import registry
     from bench.hardware import peak_rss_mb
 
@@ -216,14 +261,15 @@ class SystemWorker:
         self.threads = threads  # math-library threads in the child (None: the libraries' default)
         self.options = dict(options or {})
         self.timeout_s = timeout_s
-        self._ctx = mp.get_context("spawn")  # no forked torch/onnx thread pools
+        self._ctx = process_context(kind, name, threads)
         self._proc: Any = None
         self._conn: Any = None
         self.load_s: float | None = None
 
     def start(self) -> None:
         parent, child = self._ctx.Pipe()
-        self._proc = self._ctx.Process(target=_child, args=(child, self.kind, self.name, self.options, self.threads),
+        self._proc = self._ctx.Process(target=_child, args=(child, self.kind, self.name, self.options, self.threads,
+                                                            _parent_state()),
                                        daemon=True, name=f"bench-{self.name}")
         start = time.perf_counter()
         self._proc.start()

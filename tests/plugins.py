@@ -150,3 +150,25 @@ class ManifestTask(Task):
             out.append(TTSItem(id=r["id"], text=r["text"], prompt=prompt, reference_path=ref,
                                tags={"group": r.get("group", "a")}))
         return out
+
+
+class ProcessProbe(ToneSystem):
+    """Reports the worker process it runs in (working folder, one environment variable, which
+    heavy modules were already imported): the worker start methods must give every system the
+    runner's state at the worker's start."""
+
+    def where(self) -> dict:
+        import sys
+
+        return {"cwd": os.getcwd(), "mark": os.environ.get("BENCH_TEST_MARK"),
+                "torch_loaded_before_load": self.torch_at_load, "path0": sys.path[0]}
+
+    def load(self) -> None:
+        import sys
+
+        self.torch_at_load = "torch" in sys.modules
+        super().load()
+
+
+class TorchProcessProbe(ProcessProbe):
+    uses_torch = True

@@ -465,3 +465,30 @@ def test_a_system_that_hangs_while_loading_follows_load_timeout(tmp_path):
     gens = read_jsonl(only_run_folder(tmp_path / "out") / "generations.jsonl")
     assert {g["reason"] for g in gens} == {"load_timeout"} and len(gens) == 2
     assert "--load-timeout" in gens[0]["detail"]
+
+
+def test_torch_systems_fork_from_a_server_and_still_see_the_runners_state(tmp_path, monkeypatch):
+    """Workers of torch systems fork from a server that imported torch once; they must still see
+    the environment, working folder and import path of the runner at their own start (a spawned
+    worker would), and other systems start a fresh interpreter without torch (their memory
+    figures must not include it)."""
+    from bench.worker import SystemWorker
+
+    probes = {}
+    for k, mark in enumerate(("first", "second")):  # the second starts after the server exists
+        monkeypatch.setenv("BENCH_TEST_MARK", mark)
+        folder = tmp_path / f"cwd{k}"
+        folder.mkdir()
+        monkeypatch.chdir(folder)
+        monkeypatch.syspath_prepend(str(REPO))
+        for name in ("tests.plugins:TorchProcessProbe", "tests.plugins:ProcessProbe"):
+            with SystemWorker(name) as worker:
+                probes[(name, k)] = worker.call("where").value
+            assert probes[(name, k)]["mark"] == mark and probes[(name, k)]["cwd"] == str(folder)
+            assert probes[(name, k)]["path0"] == str(REPO)
+    for k in (0, 1):
+        assert probes[("tests.plugins:TorchProcessProbe", k)]["torch_loaded_before_load"] is True
+        assert probes[("tests.plugins:ProcessProbe", k)]["torch_loaded_before_load"] is False
+    # A thread cap must reach the libraries at import, so a capped worker is spawned fresh.
+    with SystemWorker("tests.plugins:TorchProcessProbe", threads=1) as worker:
+        assert worker.call("where").value["torch_loaded_before_load"] is False

@@ -117,6 +117,7 @@ class HFCausalLM(LMSystem):
 
     name = "hf-causal-lm"
     license = "see the model card"
+    uses_torch = True
     description = "Hugging Face causal LM (Llama/Qwen2/Mistral) run layer by layer with pluggable sparse attention"
     option_names: ClassVar[tuple[str, ...]] = ("model", "revision", "gguf_file", "chat_template", "max_context")
 

@@ -333,6 +333,7 @@ class TinyLlama(LMSystem):
 
     name = "tiny-llama"
     license = "Apache-2.0"
+    uses_torch = True
     description = "Our Llama-style decoder (RoPE, GQA, SwiGLU) trained on synthetic long-context tasks"
     default_size: ClassVar[str] = "m"
 

@@ -75,12 +75,12 @@ def ablation_grid(kind: str) -> tuple[str, list[str], dict[str, dict[str, dict[s
 
 
 def run_task(task: str, systems: Sequence[str], options: dict[str, dict[str, Any]], out: Path,
-             metrics: Sequence[str] | None, timeout: float) -> Any:
+             metrics: Sequence[str] | None, timeout: float, retry_failed: bool = False) -> Any:
     """A `bench run` of the task's protocol metrics (or `metrics`)."""
     from bench.runner import Run, RunOptions
 
     opts = RunOptions(out_root=out, metric_names=list(metrics) if metrics else None, system_options=options,
-                      timeout_s=timeout)
+                      timeout_s=timeout, retry_failed=retry_failed)
     run = Run(list(systems), task, opts)
     print(f"{task}: {run.folder}", file=sys.stderr)
     run.execute()
@@ -207,6 +207,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--metrics", help="comma-separated metrics (default: each task's protocol)")
     parser.add_argument("--out", type=Path, default=Path("runs"), help="run folders")
     parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--retry-failed", action="store_true",
+                        help="synthesise again the items that failed (e.g. after fixing a crash), as bench run does")
     parser.add_argument("--readme", type=Path, help="write the tables into this README between its markers")
     args = parser.parse_args(argv)
     from bench.results import load_run
@@ -215,14 +217,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     sections: dict[str, str] = {}
     if args.ablation:
         task, systems, options = ablation_grid(args.ablation)
-        run = run_task(task, systems, options, args.out, ("wer", "sim"), args.timeout)
+        run = run_task(task, systems, options, args.out, ("wer", "sim"), args.timeout, args.retry_failed)
         summary = load_run(run.folder).summary
         lines = [f"Task `{task}` ({len(run.items)} items), run folder `{run.folder.name}`.", "",
                  table(summary, systems, None)]
         sections[f"ablation-{args.ablation}"] = "\n".join(lines)
     else:
         for task in args.tasks.split(","):
-            run = run_task(task, SYSTEMS, {}, args.out, args.metrics.split(",") if args.metrics else None, args.timeout)
+            run = run_task(task, SYSTEMS, {}, args.out, args.metrics.split(",") if args.metrics else None,
+                           args.timeout, args.retry_failed)
             summary = load_run(run.folder).summary
             own = None
             if task == "librivox-mini":

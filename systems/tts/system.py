@@ -72,6 +72,7 @@ class OurTTS(TTSSystem):
     """Shared loading and prompt handling; subclasses generate normalised frames."""
 
     takes_seed = True
+    uses_torch = True
 
     family_dir: ClassVar[str] = ""
     # Part of the revision, so that cached outputs of older inference code are never reused: set
@@ -520,6 +521,7 @@ class VocoderCeiling(TTSSystem):
     license = "that of the task's recordings"
     description = "reference recording -> log-mel -> Griffin-Lim: the ceiling of our TTS families"
     clones_voice = True
+    uses_torch = True
 
     def __init__(self, **options: Any):
         unknown = sorted(set(options) - {"vocoder"})
