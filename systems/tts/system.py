@@ -365,7 +365,8 @@ class TinyNAR(TokenFamily):
     family_dir = "nar"
     description = ("our masked generative TTS (MaskGCT style, residual k-means tokens, frame-aligned phones); "
                    "options steps, temperature, top_k, acoustic, nfe, seed, vocoder")
-    option_spec = {"steps": (int, 1, 100, 16), "temperature": (float, 0.0, 5.0, 1.0), "top_k": (int, 0, 4096, 50),
+    # Default steps: the lowest WER on the development set (bench tts-compare --ablation dev), never a test set.
+    option_spec = {"steps": (int, 1, 100, 25), "temperature": (float, 0.0, 5.0, 1.0), "top_k": (int, 0, 4096, 50),
                    **ACOUSTIC_OPTIONS}
 
     def load_family(self) -> None:
@@ -416,7 +417,8 @@ class TinyAR(TokenFamily):
     streaming = True
     description = ("our autoregressive codec-LM TTS (VALL-E with RALL-E's duration guidance, KV cache, streaming); "
                    "options temperature, top_k, top_p, chunk, stream_context, acoustic, nfe, seed, vocoder")
-    option_spec = {"temperature": (float, 0.01, 5.0, 1.0), "top_k": (int, 0, 4096, 50), "top_p": (float, 0.0, 1.0, 0.0),
+    # Default temperature and top-k: the lowest WER on the development set (bench tts-compare --ablation dev).
+    option_spec = {"temperature": (float, 0.01, 5.0, 0.7), "top_k": (int, 0, 4096, 10), "top_p": (float, 0.0, 1.0, 0.0),
                    "chunk": (int, 8, 1000, 48), "stream_context": (int, 0, 10000, 0), **ACOUSTIC_OPTIONS}
 
     def load_family(self) -> None:
