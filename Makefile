@@ -51,6 +51,7 @@ tts-compare: setup
 	.venv/bin/pip install -q -e ".[piper]"  # Piper's joe is one of the held-out voices (GPL code: a corpus tool only)
 	.venv/bin/bench tts-compare --metrics wer,sim,distillmos --readme README.md
 tts-ablations: setup
+	.venv/bin/bench tts-compare --ablation dev --readme README.md
 	.venv/bin/bench tts-compare --ablation flow --readme README.md
 	.venv/bin/bench tts-compare --ablation nar --readme README.md
 	.venv/bin/bench tts-compare --ablation ar --readme README.md
