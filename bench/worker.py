@@ -3,7 +3,9 @@
 The child loads the system once, then answers one request per item. The parent waits with a
 timeout; on timeout it kills the child and starts a fresh one (loading again) for the next item.
 A crash (segfault, os._exit, MemoryError) is seen as a closed pipe and handled the same way.
-Peak memory is read inside the child, so it measures the system, not the evaluators.
+Peak memory is read inside the child, so it measures the system, not the evaluators. The child of
+a torch system forks from a server that had imported torch (process_context): its peak includes
+torch's pages, as it would had it imported torch itself; no other system's figure includes torch.
 """
 
 from __future__ import annotations
