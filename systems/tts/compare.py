@@ -39,6 +39,17 @@ RESULTS = Path("benchmarks/results/tts")
 ABLATIONS = ("flow", "nar", "ar", "acoustic", "dev")
 
 
+def _nar_steps_rows() -> dict[str, dict[str, Any]]:
+    """MaskGCT's decoding-steps rows (the NAR ablation, and part of the development-set grid)."""
+    return {f"tiny-nar@steps{steps}": {"steps": steps} for steps in (4, 8, 16, 25)}
+
+
+def _ar_sampling_rows() -> dict[str, dict[str, Any]]:
+    """Temperature x top-k rows (the AR ablation, and part of the development-set grid)."""
+    return {f"tiny-ar@temp{round(temperature * 10):02d}-k{top_k}": {"temperature": temperature, "top_k": top_k}
+            for temperature in (0.7, 1.0) for top_k in (10, 50)}
+
+
 def ablation_grid(kind: str) -> tuple[str, list[str], dict[str, dict[str, dict[str, Any]]]]:
     """(task, systems, {system: options}) of an ablation; each variant a NAME@LABEL row."""
     rows: dict[str, dict[str, Any]] = {}
@@ -50,13 +61,10 @@ def ablation_grid(kind: str) -> tuple[str, list[str], dict[str, dict[str, dict[s
             rows[f"tiny-flow@nfe16-sway-1-cfg{int(guidance)}"] = {"nfe": 16, "sway": -1.0, "guidance": guidance}
         return "tts-seen", list(rows), rows
     if kind == "nar":
-        for steps in (4, 8, 16, 25):
-            rows[f"tiny-nar@steps{steps}"] = {"steps": steps}
+        rows = _nar_steps_rows()
         return "tts-seen", list(rows), rows
     if kind == "ar":
-        for temperature in (0.7, 1.0):
-            for top_k in (10, 50):
-                rows[f"tiny-ar@temp{round(temperature * 10):02d}-k{top_k}"] = {"temperature": temperature, "top_k": top_k}
+        rows = _ar_sampling_rows()
         return "tts-hard", list(rows), rows
     if kind == "acoustic":
         for family in ("tiny-ar", "tiny-nar"):
@@ -64,12 +72,8 @@ def ablation_grid(kind: str) -> tuple[str, list[str], dict[str, dict[str, dict[s
                 rows[f"{family}@{acoustic}"] = {"acoustic": acoustic}
         return "tts-seen", list(rows), rows
     if kind == "dev":
-        for steps in (4, 8, 16, 25):
-            rows[f"tiny-nar@steps{steps}"] = {"steps": steps}
-        for temperature in (0.7, 1.0):
-            for top_k in (10, 50):
-                rows[f"tiny-ar@temp{round(temperature * 10):02d}-k{top_k}"] = {"temperature": temperature, "top_k": top_k}
-        rows["tiny-ar@temp10-k50-ctx96"] = {"temperature": 1.0, "top_k": 50, "stream_context": 96}
+        rows = {**_nar_steps_rows(), **_ar_sampling_rows(),
+                "tiny-ar@temp10-k50-ctx96": {"temperature": 1.0, "top_k": 50, "stream_context": 96}}
         return "tts-dev", list(rows), rows
     raise BenchError(f"unknown ablation {kind!r}: {', '.join(ABLATIONS)}")
 
