@@ -55,6 +55,9 @@ class FlowConfig:
     min_mask: float = 0.7
     tokens: int = 0  # > 0: condition on level-1 speech tokens of this many codes (the decoder)
     p_token_noise: float = 0.1
+    # Fraction of training examples shaped like a stream's chunk (CosyVoice 2's chunk-aware decoder):
+    # the utterance cut at a random end, the last 8-96 frames generated from everything before.
+    p_stream: float = 0.0
     phones: bool = True  # False: no text input at all (the decoder reads only tokens and context)
     text: str = "phones"  # the front end (systems.tts.text.FRONT_ENDS)
 
@@ -74,6 +77,8 @@ class FlowConfig:
         if not self.tokens:  # a plain TTS flow model: its config reads as it did before decoders
             for key in ("tokens", "p_token_noise", "phones"):
                 del data[key]
+        if not self.p_stream:  # configs from before chunk-shaped training read as they did
+            del data["p_stream"]
         return front_end_json(data)
 
 
@@ -133,15 +138,29 @@ def infill_mask(rng: np.random.Generator, n_frames: int, min_fraction: float) ->
     return mask
 
 
+STREAM_MIN_CONTEXT = 24  # frames before a chunk-shaped example's span (a prompt is >= 0.3 s, 19 frames)
+STREAM_CHUNK = (8, 96)  # its span's length range: the stream's chunks (48 by default) and ragged last ones
+
+
 def training_loss(model: FlowModel, batch: dict[str, torch.Tensor], gen: torch.Generator,
                   rng: np.random.Generator) -> torch.Tensor:
     """Conditional flow matching loss on the infill span, with the guidance drop-outs."""
-    x1, pad = batch["mel"], batch["pad_mask"]
+    x1, pad, all_tokens = batch["mel"], batch["pad_mask"], batch["tokens"]
     b, t_len, _ = x1.shape
     lengths = pad.sum(1).tolist()
     span = torch.zeros(b, t_len, dtype=torch.bool)
     for i, n in enumerate(lengths):
-        span[i, :n] = torch.from_numpy(infill_mask(rng, int(n), model.config.min_mask))
+        if model.config.p_stream and rng.random() < model.config.p_stream and n >= STREAM_MIN_CONTEXT + STREAM_CHUNK[0]:
+            if x1 is batch["mel"]:  # cut examples are edited on copies
+                x1, pad, all_tokens = x1.clone(), pad.clone(), all_tokens.clone()
+            chunk = int(rng.integers(STREAM_CHUNK[0], min(STREAM_CHUNK[1], n - STREAM_MIN_CONTEXT) + 1))
+            end = int(rng.integers(STREAM_MIN_CONTEXT + chunk, n + 1))
+            # After the cut the example is padding, as if the crop had ended there: the model
+            # cannot see frames or tokens that a stream has not produced yet.
+            x1[i, end:], pad[i, end:], all_tokens[i, end:] = 0.0, False, 0
+            span[i, end - chunk:end] = True
+        else:
+            span[i, :n] = torch.from_numpy(infill_mask(rng, int(n), model.config.min_mask))
     x0 = torch.randn(x1.shape, generator=gen)
     t = torch.rand(b, generator=gen)
     x_t = (1 - t[:, None, None]) * x0 + t[:, None, None] * x1
@@ -154,7 +173,7 @@ def training_loss(model: FlowModel, batch: dict[str, torch.Tensor], gen: torch.G
     phones = phones.masked_fill(drop_all[:, None], 0)
     tokens = None
     if model.config.tokens:
-        tokens = batch["tokens"][..., 0].clone()
+        tokens = all_tokens[..., 0].clone()
         noisy = torch.rand(tokens.shape, generator=gen) < model.config.p_token_noise
         tokens[noisy] = torch.randint(model.config.tokens, (int(noisy.sum()),), generator=gen)
         tokens = tokens.masked_fill(drop_all[:, None], model.null_token)
