@@ -374,6 +374,43 @@ def test_decoder_reads_tokens_not_phones_and_starts_from_the_flow_model(tmp_path
         initialise_from(wide, tmp_path / "flow", lambda _: None)
 
 
+def test_chunk_shaped_examples_hide_what_the_stream_has_not_made(monkeypatch):
+    """p_stream: an example cut where a stream's chunk ends, its last frames generated from all
+    before them. Frames and tokens after the cut cannot change the loss; frames before it can."""
+    from systems.tts import flow
+    from systems.tts.flow import FlowConfig, FlowModel, chunk_span, training_loss
+
+    rng = np.random.default_rng(0)
+    for n in (32, 100, 400):
+        for _ in range(200):
+            start, end = chunk_span(rng, n)
+            assert flow.STREAM_MIN_CONTEXT <= start and 8 <= end - start <= 96 and end <= n
+    torch.manual_seed(0)
+    model = FlowModel(FlowConfig(d=32, layers=1, heads=2, tokens=16, phones=False, p_stream=1.0, p_drop_all=0.0,
+                                 p_drop_context=0.0, p_token_noise=0.0))
+    with torch.no_grad():  # adaLN-Zero gates start closed: open them so that the input matters
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    monkeypatch.setattr(flow, "chunk_span", lambda rng, n: (60, 100))
+    base = {"mel": torch.randn(1, 150, N_MELS), "pad_mask": torch.ones(1, 150, dtype=torch.bool),
+            "tokens": torch.randint(16, (1, 150, 8)), "frame_phones": torch.zeros(1, 150, dtype=torch.long),
+            "position": torch.zeros(1, 150)}
+
+    def loss(batch):
+        with torch.no_grad():
+            return float(training_loss(model, batch, torch.Generator().manual_seed(0), np.random.default_rng(0)))
+
+    future = {**base, "mel": base["mel"].clone(), "tokens": base["tokens"].clone()}
+    future["mel"][:, 100:] = torch.randn(1, 50, N_MELS)
+    future["tokens"][:, 100:] = (future["tokens"][:, 100:] + 1) % 16
+    assert loss(future) == loss(base)
+    past = {**base, "mel": base["mel"].clone()}
+    past["mel"][:, 30] += 3.0
+    assert loss(past) != loss(base)
+    # Off by default, and an old config (no p_stream) reads as before.
+    assert FlowConfig().p_stream == 0 and "p_stream" not in FlowConfig(tokens=4, phones=False).to_json()
+
+
 @needs_flite
 def test_tampered_checkpoint_is_refused(tiny, tmp_path):
     copy = tmp_path / "ckpt"

@@ -5,6 +5,7 @@ written; and the evaluation tasks' items (held out from training)."""
 from __future__ import annotations
 
 import json
+import lzma
 import shutil
 from pathlib import Path
 
@@ -89,6 +90,47 @@ def test_every_stage_trains_and_the_systems_load_it(corpus, tmp_path):
     shutil.copytree(ckpt, again)
     assert main(["train-tts", "--corpus", str(corpus), "--out", str(again), "--family", "flow", "--steps", "2"]) == 0
     assert (again / "flow" / "model.safetensors").read_bytes() == (ckpt / "flow" / "model.safetensors").read_bytes()
+
+
+def test_a_corpus_packs_to_one_file_and_trains_where_the_wavs_are_not(corpus, tmp_path, capsys):
+    """bench tts-corpus --pack / --unpack: the training features (8-bit), records and the aligner's
+    durations in one file; the unpacked folder trains as the original does, and says it has no wavs."""
+    from systems.tts.corpus import load_utterances
+    from systems.tts.dataset import logmel_cache_path
+
+    ckpt = tmp_path / "ckpt"
+    base = ["train-tts", "--corpus", str(corpus), "--out", str(ckpt)]
+    assert main(base + ["--family", "aligner", "--steps", "4"]) == 0
+    assert main(base + ["--family", "flow", "--steps", "1"]) == 0  # caches the features and durations
+    pack = tmp_path / "corpus.pack"
+    assert main(["tts-corpus", "--out", str(corpus), "--pack", str(pack), "--checkpoints", str(ckpt)]) == 0
+    unpacked = tmp_path / "unpacked"
+    assert main(["tts-corpus", "--out", str(unpacked), "--unpack", str(pack)]) == 0
+    records = load_utterances(corpus, split="train", set_name="train")
+    assert load_utterances(unpacked, split="train", set_name="train") == records
+    with np.load(logmel_cache_path(corpus, records, "train", "train")) as a, \
+            np.load(logmel_cache_path(unpacked, records, "train", "train")) as b:
+        assert sorted(a.files) == sorted(b.files)
+        for key in a.files:  # within half a quantisation step (of the widest band) and float16
+            x, y = a[key].astype(np.float32), b[key].astype(np.float32)
+            assert x.shape == y.shape and np.abs(x - y).max() < 0.05
+    info = json.loads((unpacked / "corpus.json").read_text())
+    assert info["unpacked_from"]["wavs"] == "absent" and 0 < info["unpacked_from"]["rms_error_log_mel"] < 0.05
+    again = tmp_path / "again"
+    again.mkdir()
+    shutil.copytree(ckpt / "aligner", again / "aligner")
+    assert main(["train-tts", "--corpus", str(unpacked), "--out", str(again), "--family", "flow", "--steps", "1"]) == 0
+    assert (again / "flow" / "model.safetensors").is_file()
+    capsys.readouterr()
+    assert main(["tts-corpus", "--out", str(unpacked), "--check"]) == 1  # the wavs are not there, and it says so
+    (tmp_path / "bad.pack").write_bytes(lzma.compress(b'{"version": "other"}\n'))
+    assert main(["tts-corpus", "--out", str(tmp_path / "x"), "--unpack", str(tmp_path / "bad.pack")]) == 1
+    assert "is not a tts-pack-v1 pack" in capsys.readouterr().err
+    (tmp_path / "bad.pack").write_bytes(b"not lzma at all")
+    assert main(["tts-corpus", "--out", str(tmp_path / "x"), "--unpack", str(tmp_path / "bad.pack")]) == 1
+    assert "is not a readable tts-pack-v1 pack" in capsys.readouterr().err
+    assert main(base + ["--family", "nar", "--device", "cuda"]) == 1
+    assert "only the flow and decoder families train off the CPU" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("text", ["chars", "ipa"])

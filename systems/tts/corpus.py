@@ -311,9 +311,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--voices", help="comma-separated voice names (default: all)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--check", action="store_true", help="verify the corpus against its manifest")
+    parser.add_argument("--pack", type=Path, metavar="FILE",
+                        help="write the --out corpus' training features (8-bit), records and alignment caches "
+                             "to FILE, to train on a machine without the wavs (a GPU box)")
+    parser.add_argument("--checkpoints", type=Path, metavar="DIR",
+                        help="with --pack: the checkpoint folder whose aligner's durations to pack (default: "
+                             "the committed one)")
+    parser.add_argument("--unpack", type=Path, metavar="FILE",
+                        help="rebuild a features-only corpus folder at --out from a --pack FILE")
     args = parser.parse_args(argv)
     if args.check:
         return check_manifest(args.out)
+    if args.pack or args.unpack:
+        from systems.tts.pack import pack, unpack
+
+        pack(args.out, args.pack, args.checkpoints) if args.pack else unpack(args.unpack, args.out)
+        return 0
     voices = VOICES
     if args.voices:
         unknown = sorted(set(args.voices.split(",")) - set(VOICE_BY_NAME))
@@ -351,3 +364,7 @@ def check_manifest(folder: Path) -> int:
         return 1
     print(f"all files match {manifest}")
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -65,6 +65,13 @@ def _digest(records: Iterable[dict[str, Any]], extra: str) -> str:
     return h.hexdigest()[:16]
 
 
+def logmel_cache_path(corpus: Path, records: Sequence[dict[str, Any]], split: str, set_name: str) -> Path:
+    """Where the features of these records are cached: keyed by the feature revision and the wavs' sha256."""
+    from systems.tts.features import FEATURES_REVISION
+
+    return Path(corpus) / "cache" / f"logmel-{FEATURES_REVISION}-{_digest(records, split + set_name)}.npz"
+
+
 def load_corpus(corpus: Path, *, split: str = "train", set_name: str = "train",
                 progress: bool = True, text: str = "phones") -> list[Utterance]:
     """Every utterance of the split with its log-mel (computed once, then read from the cache) and
@@ -74,14 +81,14 @@ def load_corpus(corpus: Path, *, split: str = "train", set_name: str = "train",
 
     from bench.audio import read_audio
     from systems.tts.corpus import load_utterances
-    from systems.tts.features import FEATURES_REVISION, SAMPLE_RATE, log_mel
+    from systems.tts.features import SAMPLE_RATE, log_mel
     from systems.tts.text import front_end, phone_ids
 
     corpus = Path(corpus)
     records = load_utterances(corpus, split=split, set_name=set_name)
     if not records:
         raise BenchError(f"the corpus at {corpus} has no {split}/{set_name} utterances -> bench tts-corpus --out {corpus}")
-    cache = corpus / "cache" / f"logmel-{FEATURES_REVISION}-{_digest(records, split + set_name)}.npz"
+    cache = logmel_cache_path(corpus, records, split, set_name)
     if cache.is_file():
         with np.load(cache) as data:
             mels = {k: data[k].astype(np.float32) for k in data.files}

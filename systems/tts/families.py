@@ -101,7 +101,8 @@ def make_batch(rng: random.Random, utterances: Sequence[Any], stats: Any, recipe
             tokens[i, :n] = utt.tokens[s:e]
     return {"mel": torch.from_numpy(mel), "frame_phones": torch.from_numpy(phones),
             "position": torch.from_numpy(position), "pad_mask": torch.from_numpy(pad),
-            "tokens": torch.from_numpy(tokens), "texts": texts, "ends": ends}
+            "tokens": torch.from_numpy(tokens), "texts": texts, "ends": ends,
+            "lengths": [e - s for _, s, e in crops]}
 
 
 def filler_token(family: str, model_config: Any) -> int | None:
@@ -158,18 +159,30 @@ def initialise_from(model, folder: Path, log: Callable[[str], None]) -> dict[str
             "left_out_keys": left_out}
 
 
+DEVICE_FAMILIES = ("flow", "decoder")  # the families whose training runs on a GPU (device="cuda")
+
+
 def train_family(family: str, corpus: Path, out: Path, log: Callable[[str], None], threads: int,
-                 steps: int | None = None, model_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+                 steps: int | None = None, model_overrides: dict[str, Any] | None = None, *,
+                 device: str = "cpu", batch: int | None = None, minutes: float | None = None) -> dict[str, Any]:
+    """Train `family` into out/<family>. device: where the model trains (the random draws stay on
+    CPU generators, so the batches and draws are the same on any device); batch: override the
+    recipe's batch size; minutes: stop after this long and save (the schedule stays the recipe's,
+    so a run cut short ends at a higher learning rate; the step reached is recorded)."""
     from bench.jsonio import write_json_atomic
     from systems.tts.modules import count_parameters, save_checkpoint
     from systems.tts.aligner import front_end_of
     from systems.tts.train import load_aligned_corpus
 
+    if device != "cpu" and family not in DEVICE_FAMILIES:
+        raise BenchError(f"--device {device}: only the {' and '.join(DEVICE_FAMILIES)} families train off the CPU so far")
     torch.set_num_threads(threads)
     text = front_end_of(out)
     if text != "phones":  # the family reads the folder's front end (phone configs stay as they were)
         model_overrides = {**(model_overrides or {}), "text": text}
     recipe = RECIPES[family] if steps is None else replace(RECIPES[family], steps=steps)
+    if batch is not None:
+        recipe = replace(recipe, batch=batch)
     utterances, stats = load_aligned_corpus(corpus, out, log)
     needs_tokens = family in ("nar", "ar", "decoder")
     if needs_tokens:
@@ -177,6 +190,7 @@ def train_family(family: str, corpus: Path, out: Path, log: Callable[[str], None
     torch.manual_seed(recipe.seed)
     model, model_config = build_model(family, model_overrides)
     initialised = initialise_from(model, out / recipe.init, log) if recipe.init else None
+    model.to(device)
     filler = filler_token(family, model_config)
     log(f"{family}: {count_parameters(model):,} parameters, {recipe.steps} steps of {recipe.batch} x <= {recipe.max_frames} frames")
     loss_fn = _loss_function(family)
@@ -190,30 +204,42 @@ def train_family(family: str, corpus: Path, out: Path, log: Callable[[str], None
     gen = torch.Generator().manual_seed(recipe.seed)
     history, window = [], []
     start = time.time()
+    stopped_at = None
     model.train()
     for step in range(recipe.steps):
+        if minutes is not None and time.time() - start > 60 * minutes:
+            stopped_at = step
+            log(f"{family}: stopped by the {minutes} min limit at step {step} of {recipe.steps}")
+            break
         for group in opt.param_groups:
             group["lr"] = learning_rate(recipe, step)
         batch = make_batch(rng, utterances, stats, recipe, needs_tokens, filler)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=recipe.bf16):
+        if device != "cpu":
+            batch = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=recipe.bf16):
             loss, parts = loss_fn(model, batch, gen, np_rng)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.clip)
         opt.step()
-        window.append(float(loss.detach()))
+        window.append(loss.detach())  # read every 50 steps: a read each step would stall a GPU
         if (step + 1) % 50 == 0 or step == recipe.steps - 1:
-            entry = {"step": step + 1, "loss": round(float(np.mean(window)), 4), "lr": round(learning_rate(recipe, step), 7),
+            entry = {"step": step + 1, "loss": round(float(np.mean([float(x) for x in window])), 4), "lr": round(learning_rate(recipe, step), 7),
                      "seconds": round(time.time() - start, 1), **{k: round(v, 4) for k, v in parts.items()}}
             history.append(entry)
             window = []
             log(f"{family} step {step + 1}: loss {entry['loss']:.4f} ({(time.time() - start) / (step + 1):.2f} s/step)")
     model.eval()
+    model.to("cpu")
     folder = out / family
     save_checkpoint(folder, model, {"kind": family, "model": model_config.to_json(),
                                     "parameters": count_parameters(model), "stored_as": "float16"}, half=True)
     write_json_atomic(folder / "train_log.json", {"history": history, "recipe": recipe.to_json()})
     result = {"recipe": recipe.to_json(), "model": model_config.to_json(), "threads": threads}
+    if device != "cpu":
+        result["device"] = device if not device.startswith("cuda") else f"{device} ({torch.cuda.get_device_name(device)})"
+    if stopped_at is not None:
+        result["stopped_at_step"] = stopped_at
     if initialised:
         result["initialised_from"] = initialised
     return result

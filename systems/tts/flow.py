@@ -121,7 +121,7 @@ class FlowModel(nn.Module):
         h = self.inp(torch.cat([x_t, context, text], dim=-1))
         h = h + self.conv_pos(h.transpose(1, 2)).transpose(1, 2)
         cond = self.time(time_embedding(t, self.config.d))
-        positions = torch.arange(h.shape[1])
+        positions = torch.arange(h.shape[1], device=h.device)
         mask = None if pad_mask is None else pad_mask[:, None, None, :]
         for block in self.blocks:
             h = block(h, positions, mask=mask, cond=cond)
@@ -142,31 +142,41 @@ STREAM_MIN_CONTEXT = 24  # frames before a chunk-shaped example's span (a prompt
 STREAM_CHUNK = (8, 96)  # its span's length range: the stream's chunks (48 by default) and ragged last ones
 
 
+def chunk_span(rng: np.random.Generator, n_frames: int) -> tuple[int, int]:
+    """A chunk-shaped example's generated frames [start, end): the last chunk of an utterance cut at `end`."""
+    chunk = int(rng.integers(STREAM_CHUNK[0], min(STREAM_CHUNK[1], n_frames - STREAM_MIN_CONTEXT) + 1))
+    end = int(rng.integers(STREAM_MIN_CONTEXT + chunk, n_frames + 1))
+    return end - chunk, end
+
+
 def training_loss(model: FlowModel, batch: dict[str, torch.Tensor], gen: torch.Generator,
                   rng: np.random.Generator) -> torch.Tensor:
-    """Conditional flow matching loss on the infill span, with the guidance drop-outs."""
+    """Conditional flow matching loss on the infill span, with the guidance drop-outs. The random
+    draws come from CPU generators whatever the batch's device, so a run's draws do not depend on it."""
     x1, pad, all_tokens = batch["mel"], batch["pad_mask"], batch["tokens"]
+    device = x1.device
     b, t_len, _ = x1.shape
-    lengths = pad.sum(1).tolist()
+    # The trainer's batches carry their lengths: reading them off a GPU tensor would wait for it.
+    lengths = batch["lengths"] if "lengths" in batch else pad.sum(1).tolist()
     span = torch.zeros(b, t_len, dtype=torch.bool)
     for i, n in enumerate(lengths):
         if model.config.p_stream and rng.random() < model.config.p_stream and n >= STREAM_MIN_CONTEXT + STREAM_CHUNK[0]:
             if x1 is batch["mel"]:  # cut examples are edited on copies
                 x1, pad, all_tokens = x1.clone(), pad.clone(), all_tokens.clone()
-            chunk = int(rng.integers(STREAM_CHUNK[0], min(STREAM_CHUNK[1], n - STREAM_MIN_CONTEXT) + 1))
-            end = int(rng.integers(STREAM_MIN_CONTEXT + chunk, n + 1))
+            start, end = chunk_span(rng, int(n))
             # After the cut the example is padding, as if the crop had ended there: the model
             # cannot see frames or tokens that a stream has not produced yet.
             x1[i, end:], pad[i, end:], all_tokens[i, end:] = 0.0, False, 0
-            span[i, end - chunk:end] = True
+            span[i, start:end] = True
         else:
             span[i, :n] = torch.from_numpy(infill_mask(rng, int(n), model.config.min_mask))
-    x0 = torch.randn(x1.shape, generator=gen)
-    t = torch.rand(b, generator=gen)
+    span = span.to(device)
+    x0 = torch.randn(x1.shape, generator=gen).to(device)
+    t = torch.rand(b, generator=gen).to(device)
     x_t = (1 - t[:, None, None]) * x0 + t[:, None, None] * x1
     context = x1.masked_fill(span[..., None], 0.0)
     phones = batch["frame_phones"].clone()
-    roll = torch.rand(b, generator=gen)
+    roll = torch.rand(b, generator=gen).to(device)
     drop_all = roll < model.config.p_drop_all
     drop_context = roll < model.config.p_drop_all + model.config.p_drop_context
     context = context.masked_fill(drop_context[:, None, None], 0.0)
@@ -174,8 +184,8 @@ def training_loss(model: FlowModel, batch: dict[str, torch.Tensor], gen: torch.G
     tokens = None
     if model.config.tokens:
         tokens = all_tokens[..., 0].clone()
-        noisy = torch.rand(tokens.shape, generator=gen) < model.config.p_token_noise
-        tokens[noisy] = torch.randint(model.config.tokens, (int(noisy.sum()),), generator=gen)
+        noisy = (torch.rand(tokens.shape, generator=gen) < model.config.p_token_noise).to(device)
+        tokens[noisy] = torch.randint(model.config.tokens, (int(noisy.sum()),), generator=gen).to(device)
         tokens = tokens.masked_fill(drop_all[:, None], model.null_token)
     v = model(x_t, context, phones, batch["position"], t, pad, tokens)
     err = ((v - (x1 - x0)) ** 2).mean(-1)

@@ -104,7 +104,7 @@ class ConvNeXtBlock(nn.Module):
 def time_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
     """Sinusoidal embedding of flow time t in [0, 1] (B,) -> (B, dim)."""
     half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / half)
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
     angles = (t.float() * 1000.0)[:, None] * freqs[None]
     return torch.cat([angles.sin(), angles.cos()], dim=-1)
 

@@ -191,6 +191,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--text", choices=("phones", "chars", "ipa"), default="phones",
                         help="aligner only: the text front end of this checkpoint folder (Flite phones, the "
                              "committed models; characters; eSpeak NG IPA); the families read the aligner's")
+    parser.add_argument("--device", default="cpu",
+                        help="where the flow and decoder families train: cpu (the committed recipes) or cuda[:N] "
+                             "(long runs of the duration-free forms; train from a corpus --pack on a GPU box)")
+    parser.add_argument("--batch", type=int, help="override the recipe's batch size (bigger on a GPU)")
+    parser.add_argument("--minutes", type=float, help="stop after this many minutes and save (the step reached "
+                                                       "is recorded)")
     parser.add_argument("--check", action="store_true", help="verify the checkpoints against their manifest")
     args = parser.parse_args(argv)
     if args.check:
@@ -211,7 +217,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from systems.tts.families import train_family
 
         overrides = {"alignment": args.alignment} if args.alignment else None
-        recipe = train_family(args.family, args.corpus, args.out, log, args.threads, args.steps, overrides)
+        recipe = train_family(args.family, args.corpus, args.out, log, args.threads, args.steps, overrides,
+                              device=args.device, batch=args.batch, minutes=args.minutes)
     minutes = (time.time() - start) / 60
     import fcntl
 
