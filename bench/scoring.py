@@ -70,6 +70,9 @@ class AudioMemo:
 
     def __init__(self) -> None:
         self._memo: dict[tuple[str, int], Audio | BadAudio] = {}
+        # id -> (the audio, its content hash): each clip is hashed once per run, not once per job
+        # and metric. Holding the audio keeps its id from being reused by another object.
+        self._hashes: dict[int, tuple[Audio, str]] = {}
 
     def get(self, path: Path, rate: int) -> Audio:
         key = (str(path), rate)
@@ -83,19 +86,30 @@ class AudioMemo:
             raise got
         return got
 
+    def content_hash(self, audio: Audio | None) -> str | None:
+        if audio is None:
+            return None
+        held = self._hashes.get(id(audio))
+        if held is None or held[0] is not audio:
+            held = self._hashes[id(audio)] = (audio, audio.content_hash())
+        return held[1]
+
 
 def _hash_audio(audio: Audio | None) -> str | None:
     return audio.content_hash() if audio is not None else None
 
 
-def cache_key(metric: Metric, inp: MetricInput) -> str:
-    ident = metric.identity()
+def cache_key(metric: Metric, inp: MetricInput, *, identity: dict[str, Any] | None = None,
+              hash_audio: Callable[[Audio | None], str | None] = _hash_audio) -> str:
+    """The score cache's key: the metric's identity and the content of every input it reads.
+    identity: metric.identity(), when the caller has it (it reads package versions: about 1 ms);
+    hash_audio: how to hash a clip (AudioMemo.content_hash remembers the clips it has hashed)."""
     material = {
-        "metric": ident,
-        "hyp": _hash_audio(inp.hypothesis),
+        "metric": metric.identity() if identity is None else identity,
+        "hyp": hash_audio(inp.hypothesis),
         "text": inp.text if "text" in metric.needs else None,
-        "ref": _hash_audio(inp.reference) if "reference" in metric.needs else None,
-        "prompt": _hash_audio(inp.prompt) if "prompt" in metric.needs else None,
+        "ref": hash_audio(inp.reference) if "reference" in metric.needs else None,
+        "prompt": hash_audio(inp.prompt) if "prompt" in metric.needs else None,
         "language": inp.language,
     }
     return hashlib.sha256(canonical(material).encode()).hexdigest()
@@ -197,6 +211,7 @@ def score_metric(metric: Metric, jobs: list[ScoreJob], out: JsonlAppender, *, ca
             inputs = [pending.pop(k) for k in keys]
             write(batches.submit(keys, inputs))
 
+    identity = metric.identity()  # once: it does not change within a call
     try:
         hits: list[dict[str, Any]] = []
         for job in jobs:
@@ -206,7 +221,7 @@ def score_metric(metric: Metric, jobs: list[ScoreJob], out: JsonlAppender, *, ca
                 hits.append(record(job, MetricOutput(extra=extra, failure=prepared), False))
                 counts["failed"] += 1
                 continue
-            key = cache_key(metric, prepared)
+            key = cache_key(metric, prepared, identity=identity, hash_audio=memo.content_hash)
             if key in jobs_of:
                 jobs_of[key].append(job)
                 continue

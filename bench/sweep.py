@@ -221,7 +221,8 @@ class Sweep:
         bar = tqdm(total=total, initial=len(done), desc="sweep", unit="eval", disable=not self.progress,
                    file=sys.stderr, dynamic_ncols=True)
         try:
-            with JsonlAppender(self.folder / "records.jsonl") as out:
+            # Evaluations take milliseconds: fsync at most once a second (a kill still loses nothing).
+            with JsonlAppender(self.folder / "records.jsonl", sync_interval_s=1.0) as out:
                 recorder = _Recorder(out, bar)
                 if self.jobs == 1:
                     for model in self.spec.models:

@@ -176,3 +176,24 @@ def test_sweep_records_are_validated_too(tmp_path):
     failed = {**good, "score": None, "sparsity": None, "failure": "bad_budget"}
     (tmp_path / "records.jsonl").write_text(json.dumps(good) + "\n" + json.dumps(failed) + "\n")
     assert len(load_records(tmp_path)[1]) == 2
+
+
+def test_appended_records_reach_the_os_at_once_and_the_disk_on_the_interval(tmp_path, monkeypatch):
+    """Every record is readable by another process as soon as it is appended (a kill loses
+    nothing); fsync runs on every write by default, and with sync_interval_s at most that often."""
+    import bench.jsonio as jsonio
+
+    synced = []
+    monkeypatch.setattr(jsonio.os, "fsync", lambda fd: synced.append(fd))
+    path = tmp_path / "records.jsonl"
+    with jsonio.JsonlAppender(path, sync_interval_s=60.0) as out:
+        for i in range(10):
+            out.append({"i": i})
+            assert [r["i"] for r in read_jsonl(path)] == list(range(i + 1))
+        assert synced == []  # within the interval
+    assert len(synced) == 1  # at close
+    synced.clear()
+    with jsonio.JsonlAppender(tmp_path / "each.jsonl") as out:
+        out.append({"i": 0})
+        out.extend([{"i": 1}, {"i": 2}])
+        assert len(synced) == 2
