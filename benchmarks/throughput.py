@@ -7,11 +7,12 @@
    and the harness's overhead, harness / plain - 1 (goal under 5 %).
 2. `bench score` per metric: seconds of audio scored per second through the harness's scoring path
    (every job of the ground truth) against the metric's own batches over the distinct inputs,
-   which is all the harness scores (evaluator loaded once for both).
+   which is all the harness scores (evaluator loaded once for both; both read the audio files in
+   each round).
 3. A sweep (tiny-llama-m at 512 tokens, three prefill methods, 4 and 16 samples, interleaved):
-   evaluations per minute once started (the marginal wall time per evaluation) against the model's
-   own time per evaluation (the records' `seconds`, timed inside the worker); the fixed cost of a
-   sweep (process start, model load, samples) apart.
+   evaluations per minute once started (the marginal wall time per evaluation) against a plain
+   in-process loop over the same evaluations (and the forward pass alone, the records' `seconds`);
+   the fixed cost of a sweep (process start, model load, samples) apart.
 
 Usage: python benchmarks/throughput.py [--limit 4] [--rounds 3] [--only run|score|sweep] [--json]
 """
@@ -121,27 +122,34 @@ def score_per_metric(rounds: int, quiet: bool) -> dict:
 
     task, items = load_task(TASK, {}, None)
     metrics, _ = build_metrics(task, RunOptions(out_root=Path(".")))
-    memo = AudioMemo()
     jobs = [ScoreJob("ground-truth", it, it.reference_path) for it in items if it.reference_path]
     out: dict = {}
+
+    def read_inputs(metric, jobs):  # what a plain script does first: read (and resample) each file
+        memo = AudioMemo()
+        return [p for p in (_prepare(metric, j, memo) for j in jobs) if not isinstance(p, str)]
+
     with tempfile.TemporaryDirectory() as tmp:
         for metric in metrics:
             # The raw loop scores each distinct input once, as the harness does (each target
             # recording appears here with two prompts, and the harness scores identical inputs once).
             unique = list({j.item.reference_path: j for j in jobs}.values())
-            inputs = [p for p in (_prepare(metric, j, memo) for j in unique) if not isinstance(p, str)]
+            inputs = read_inputs(metric, unique)
             audio_s = sum(inp.hypothesis.duration for inp in inputs)
             metric.load()
             metric.score_batch(inputs[:1])
             raw, harness = [], []
             for k in range(rounds):
+                # Both read the audio in every round: the harness with a fresh memo, as a new
+                # `bench score` does (files read and clips hashed once per run), the script itself.
                 start = time.perf_counter()
+                inputs = read_inputs(metric, unique)
                 for i in range(0, len(inputs), 16):
                     metric.score_batch(inputs[i:i + 16])
                 raw.append(time.perf_counter() - start)
                 start = time.perf_counter()
                 with JsonlAppender(Path(tmp) / f"{metric.name}-{k}.jsonl") as sink:
-                    score_metric(metric, jobs, sink, cache=ScoreCache(enabled=False), memo=memo, batch_size=16)
+                    score_metric(metric, jobs, sink, cache=ScoreCache(enabled=False), memo=AudioMemo(), batch_size=16)
                 harness.append(time.perf_counter() - start)
             overhead = [r - 1 for r in paired_ratios(harness, raw)]
             out[metric.name] = {"audio_s": audio_s, "raw_s": raw, "harness_s": harness,
@@ -155,27 +163,67 @@ def score_per_metric(rounds: int, quiet: bool) -> dict:
     return out
 
 
+SWEEP_MODEL = "tiny-llama-m"
+SWEEP_GRID = ["--tasks", "niah-single", "--lengths", "512", "--prefill-methods", "vertical-slash,block-sparse,streaming",
+              "--decode-methods", "", "--compressions", "2,5", "--method-opt", "vertical-slash.local=4",
+              "--method-opt", "vertical-slash.last_q=32", "--method-opt", "block-sparse.block=8"]
+
+
 def _sweep(samples: int) -> tuple[float, list[dict]]:
     from bench.jsonio import read_jsonl
 
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [str(Path(sys.executable).with_name("bench")), "sweep", "--models", "tiny-llama-m", "--tasks",
-               "niah-single", "--lengths", "512", "--prefill-methods", "vertical-slash,block-sparse,streaming",
-               "--decode-methods", "", "--compressions", "2,5", "--samples", str(samples), "--method-opt",
-               "vertical-slash.local=4", "--method-opt", "vertical-slash.last_q=32", "--method-opt",
-               "block-sparse.block=8", "--out", tmp, "--no-analysis", "--no-progress"]
+        cmd = [str(Path(sys.executable).with_name("bench")), "sweep", "--models", SWEEP_MODEL, *SWEEP_GRID,
+               "--samples", str(samples), "--out", tmp, "--no-analysis", "--no-progress"]
         start = time.perf_counter()
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         return time.perf_counter() - start, read_jsonl(next(Path(tmp).glob("*/records.jsonl")))
 
 
+def _plain_sweep(system, samples: int) -> tuple[float, int]:
+    """The same evaluations as a plain script runs them: the model loaded in this process, each
+    configuration's score_sample called in a loop (no worker, no records). Wall time of the loop."""
+    from bench.cli import _parse_options
+    from bench.sweep import Sweep, grid_from_names
+    from bench.worker import CallResult
+
+    grid = dict(zip(SWEEP_GRID[::2], SWEEP_GRID[1::2]))
+    options = [v for k, v in zip(SWEEP_GRID[::2], SWEEP_GRID[1::2]) if k == "--method-opt"]
+    spec = grid_from_names([SWEEP_MODEL], tasks=(grid["--tasks"],), lengths=(int(grid["--lengths"]),),
+                           prefill_methods=tuple(grid["--prefill-methods"].split(",")), decode_methods=(),
+                           compressions=tuple(float(c) for c in grid["--compressions"].split(",")),
+                           n_samples=samples, method_options=_parse_options(options, "--method-opt"))
+    with tempfile.TemporaryDirectory() as tmp:
+        sweep = Sweep(spec, Path(tmp), progress=False)
+        sweep.folder.mkdir(parents=True)
+        (sweep.folder / "samples").mkdir()
+        (sweep.folder / "models").mkdir()
+
+        def call(function: str, *args, **kwargs):
+            return CallResult(getattr(system, function)(*args, **kwargs), 0.0, 0.0, None)
+
+        _, todo = sweep._plan(SWEEP_MODEL, call, frozenset())
+        start = time.perf_counter()
+        for key, sample in todo:
+            args, kwargs = sweep._request(key, sample)
+            system.score_sample(*args, **kwargs)
+        return time.perf_counter() - start, len(todo)
+
+
 def sweep_throughput(rounds: int, quiet: bool) -> dict:
-    """Two sweep sizes, interleaved: the fixed cost (start, model load) is the difference's
-    intercept, and the per-evaluation overhead is the marginal wall time per evaluation against the
-    model's own time per evaluation."""
+    """Two sweep sizes, interleaved with a plain in-process loop over the larger one's
+    evaluations: the sweep's fixed cost (start, model load) is the difference's intercept, and its
+    per-evaluation cost is the marginal wall time per evaluation, against the plain loop's wall time
+    per evaluation (tokenising, the forward pass, the answer) and the model's own time (the
+    records' `seconds`, the forward pass timed inside the worker)."""
+    from bench import registry
+
+    system = registry.create("system", SWEEP_MODEL)
+    system.load()
+    _plain_sweep(system, 1)  # first-call costs, as the sweep's worker pays them before its first record
     small, large = 4, 16
     walls: dict[int, list[float]] = {small: [], large: []}
-    model_per_eval = []
+    model_per_eval, plain_per_eval = [], []
     n = {}
     for _ in range(rounds):
         for samples in (small, large):
@@ -183,17 +231,24 @@ def sweep_throughput(rounds: int, quiet: bool) -> dict:
             walls[samples].append(wall)
             n[samples] = len(records)
             model_per_eval.append(sum(r["seconds"] or 0.0 for r in records) / len(records))
+        wall, count = _plain_sweep(system, large)
+        plain_per_eval.append(wall / count)
     marginal = [(b - a) / (n[large] - n[small]) for a, b in zip(walls[small], walls[large])]
-    model = statistics.median(model_per_eval)
+    model, plain = statistics.median(model_per_eval), statistics.median(plain_per_eval)
     fixed = statistics.median(walls[small]) - n[small] * statistics.median(marginal)
+    overhead = [m / p - 1 for m, p in zip(marginal, plain_per_eval)]  # round by round
     result = {"evaluations": n, "wall_s": {str(k): v for k, v in walls.items()},
-              "marginal_s_per_eval": marginal, "model_s_per_eval": model, "fixed_s": fixed,
-              "evaluations_per_min": 60 / statistics.median(marginal),
-              "overhead_per_eval": statistics.median(marginal) / model - 1, "goal": 0.05}
+              "marginal_s_per_eval": marginal, "plain_s_per_eval": plain_per_eval, "model_s_per_eval": model,
+              "fixed_s": fixed, "evaluations_per_min": 60 / statistics.median(marginal),
+              "plain_evaluations_per_min": 60 / plain, "overhead_rounds": overhead,
+              "overhead_per_eval": statistics.median(overhead),
+              "overhead_vs_forward_pass": statistics.median(marginal) / model - 1, "goal": 0.05}
     if not quiet:
         print(f"bench sweep: {result['evaluations_per_min']:.0f} evaluations/min once started (marginal "
-              f"{spread([1000 * m for m in marginal], 1)} ms per evaluation, the model's own {1000 * model:.1f} ms: "
-              f"overhead {100 * result['overhead_per_eval']:.0f} %); fixed cost per sweep {fixed:.1f} s "
+              f"{spread([1000 * m for m in marginal], 1)} ms per evaluation); a plain loop "
+              f"{spread([1000 * p for p in plain_per_eval], 1)} ms; overhead {spread([100 * o for o in overhead], 1)} % "
+              f"(against the forward pass alone, {1000 * model:.1f} ms: "
+              f"{100 * result['overhead_vs_forward_pass']:.0f} %); fixed cost per sweep {fixed:.1f} s "
               f"(process start, model load, samples)")
     return result
 

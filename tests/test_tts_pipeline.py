@@ -131,6 +131,11 @@ def test_a_corpus_packs_to_one_file_and_trains_where_the_wavs_are_not(corpus, tm
     assert "is not a readable tts-pack-v1 pack" in capsys.readouterr().err
     assert main(base + ["--family", "nar", "--device", "cuda"]) == 1
     assert "only the flow and decoder families train off the CPU" in capsys.readouterr().err
+    import torch
+
+    if not torch.cuda.is_available():
+        assert main(base + ["--family", "flow", "--device", "cuda"]) == 1
+        assert "sees no CUDA device" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("text", ["chars", "ipa"])

@@ -176,6 +176,8 @@ def train_family(family: str, corpus: Path, out: Path, log: Callable[[str], None
 
     if device != "cpu" and family not in DEVICE_FAMILIES:
         raise BenchError(f"--device {device}: only the {' and '.join(DEVICE_FAMILIES)} families train off the CPU so far")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise BenchError(f"--device {device}: this machine's torch sees no CUDA device -> --device cpu")
     torch.set_num_threads(threads)
     text = front_end_of(out)
     if text != "phones":  # the family reads the folder's front end (phone configs stay as they were)

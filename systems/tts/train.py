@@ -203,6 +203,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return check_manifest(args.out)
     if not args.family:
         parser.error("give --family or --check")
+    if args.family in ("aligner", "tokenizer") and (args.device != "cpu" or args.batch or args.minutes):
+        parser.error("--device, --batch and --minutes apply to the families (flow, decoder; --batch and "
+                     "--minutes also nar, ar), not to the aligner or tokenizer")
     if args.text != "phones" and args.family != "aligner":
         parser.error("--text sets the front end of a new folder: give it with --family aligner; the other "
                      "stages read the aligner's")
