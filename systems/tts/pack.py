@@ -1,9 +1,9 @@
 """A corpus' training features in one portable file, for training where the wavs are not.
 
 `bench tts-corpus --pack FILE` writes the training split's cached log-mel (quantised to 8 bits per
-band between that band's minimum and maximum, LZMA-compressed: about 55 MB for the 2.8-h corpus,
-against 560 MB of wavs), the utterance records, the corpus manifest and the durations of the committed aligner (cached by
-training).
+band between that band's minimum and maximum, LZMA-compressed: 50.6 MiB for the 2.8-h corpus,
+against 560 MB of wavs), the utterance records, the corpus manifest and the durations of an
+aligner (`--checkpoints DIR`; default the committed one), as training cached them.
 `bench tts-corpus --unpack FILE --out FOLDER` rebuilds a corpus folder from it that `bench train-tts
 --corpus FOLDER` reads as it reads the original: the same records and manifest, the caches filled
 from the pack. The folder has no wavs (`--check` says so), and its features differ from the
@@ -88,10 +88,16 @@ def unpack(pack_file: Path, out: Path, log=print) -> None:
     for name, text in header["files"].items():
         (out / name).write_text(text, encoding="utf-8")
     bounds = np.cumsum([0] + header["lengths"])
-    np.savez(out / "cache" / header["logmel_cache"],
-             **{k: frames[a:b].astype(np.float16) for k, a, b in zip(header["ids"], bounds[:-1], bounds[1:])})
+
+    def save(name: str, arrays: dict[str, np.ndarray]) -> None:  # whole or not at all: the trainer trusts caches
+        tmp = out / "cache" / f".{name}.tmp.npz"
+        np.savez(tmp, **arrays)
+        tmp.replace(out / "cache" / name)
+
+    save(header["logmel_cache"],
+         {k: frames[a:b].astype(np.float16) for k, a, b in zip(header["ids"], bounds[:-1], bounds[1:])})
     for name, table in header["durations"].items():
-        np.savez(out / "cache" / name, **{k: np.asarray(v, np.int64) for k, v in table.items()})
+        save(name, {k: np.asarray(v, np.int64) for k, v in table.items()})
     info = json.loads(header["files"]["corpus.json"])
     info["unpacked_from"] = {"pack": Path(pack_file).name, "features": "8-bit per band",
                              "rms_error_log_mel": header["rms_error"], "wavs": "absent"}
