@@ -19,8 +19,18 @@ TRACKED_PACKAGES = ("numpy", "scipy", "soundfile", "soxr", "torch", "ctranslate2
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process in MiB (Linux reports ru_maxrss in KiB)."""
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    """Peak resident set size of this process in MiB. On Linux, VmHWM: the peak of the process's
+    own address space. getrusage's ru_maxrss survives exec, so a worker started by fork and exec
+    (multiprocessing's spawn) would report its parent's size as its own peak (measured: a 28-MB
+    child of a 328-MB parent read 328 MB; workers of a 1-GB `bench tts-compare` read 803-1,051 MB)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
     return kb / 1024.0 if sys.platform != "darwin" else kb / (1024.0 * 1024.0)
 
 

@@ -160,3 +160,29 @@ def test_atomic_writes_are_readable_like_ordinary_files(tmp_path):
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "shared.json").stat().st_mode) == 0o644
     assert read_json(tmp_path / "shared.json") == {"v": 1}
+
+
+def _report_peak_rss(queue) -> None:
+    from bench.hardware import peak_rss_mb
+
+    queue.put(peak_rss_mb())
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/status"), reason="Linux /proc only")
+def test_a_spawned_worker_reports_its_own_peak_memory_not_its_parents():
+    """Workers start by fork and exec; the kernel's ru_maxrss keeps the parent's size across the
+    exec. The peak we record must be the worker's own."""
+    import multiprocessing
+
+    from bench.hardware import peak_rss_mb
+
+    ballast = np.ones(300 * 2**20 // 8)  # 300 MB touched in this process
+    assert peak_rss_mb() > 300
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_report_peak_rss, args=(queue,))
+    child.start()
+    reported = queue.get(timeout=60)
+    child.join()
+    assert reported < 150, reported
+    del ballast
