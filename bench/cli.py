@@ -320,9 +320,10 @@ def _ints(csv: str, flag: str) -> tuple[int, ...]:
     return tuple(int(v) for v in values)
 
 
-def _cmd_sweep(args: argparse.Namespace) -> int:
+def sweep_spec(args: argparse.Namespace) -> Any:
+    """The SweepSpec that `bench sweep` with these arguments evaluates (validated)."""
     from bench.registry import parse_names
-    from bench.sweep import Sweep, grid_from_names, validate_grid
+    from bench.sweep import grid_from_names, validate_grid
 
     model_options = _parse_options(args.model_opt, "--model-opt")
     spec = grid_from_names(
@@ -334,8 +335,15 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         mode=args.mode, task_options=_parse_options(args.task_opt, "--task-opt"),
         method_options=_parse_options(args.method_opt, "--method-opt"))
     validate_grid(spec)  # before naming a folder the sweep would not create
-    sweep = Sweep(spec, args.out, timeout_s=args.timeout, progress=not args.no_progress,
-                  model_options=model_options, jobs=args.jobs, executor=_executor(args))
+    return spec
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from bench.sweep import Sweep
+
+    sweep = Sweep(sweep_spec(args), args.out, timeout_s=args.timeout, progress=not args.no_progress,
+                  model_options=_parse_options(args.model_opt, "--model-opt"), jobs=args.jobs,
+                  executor=_executor(args))
     print(f"sweep folder: {sweep.folder}", file=sys.stderr)
     folder = sweep.run()
     if not args.no_analysis:

@@ -90,22 +90,18 @@ class AudioMemo:
         if audio is None:
             return None
         held = self._hashes.get(id(audio))
-        if held is None or held[0] is not audio:
+        if held is None:
             held = self._hashes[id(audio)] = (audio, audio.content_hash())
         return held[1]
 
 
-def _hash_audio(audio: Audio | None) -> str | None:
-    return audio.content_hash() if audio is not None else None
-
-
-def cache_key(metric: Metric, inp: MetricInput, *, identity: dict[str, Any] | None = None,
-              hash_audio: Callable[[Audio | None], str | None] = _hash_audio) -> str:
+def cache_key(metric: Metric, inp: MetricInput, *, identity: dict[str, Any],
+              hash_audio: Callable[[Audio | None], str | None]) -> str:
     """The score cache's key: the metric's identity and the content of every input it reads.
-    identity: metric.identity(), when the caller has it (it reads package versions: about 1 ms);
-    hash_audio: how to hash a clip (AudioMemo.content_hash remembers the clips it has hashed)."""
+    identity: metric.identity(), computed once per call by the caller (it reads package versions:
+    about 1 ms); hash_audio: how to hash a clip (AudioMemo.content_hash, once per clip and run)."""
     material = {
-        "metric": metric.identity() if identity is None else identity,
+        "metric": identity,
         "hyp": hash_audio(inp.hypothesis),
         "text": inp.text if "text" in metric.needs else None,
         "ref": hash_audio(inp.reference) if "reference" in metric.needs else None,

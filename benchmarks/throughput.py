@@ -183,18 +183,15 @@ def _sweep(samples: int) -> tuple[float, list[dict]]:
 def _plain_sweep(system, samples: int) -> tuple[float, int]:
     """The same evaluations as a plain script runs them: the model loaded in this process, each
     configuration's score_sample called in a loop (no worker, no records). Wall time of the loop."""
-    from bench.cli import _parse_options
-    from bench.sweep import Sweep, grid_from_names
+    from bench.cli import build_parser, sweep_spec
+    from bench.sweep import Sweep
     from bench.worker import CallResult
 
-    grid = dict(zip(SWEEP_GRID[::2], SWEEP_GRID[1::2]))
-    options = [v for k, v in zip(SWEEP_GRID[::2], SWEEP_GRID[1::2]) if k == "--method-opt"]
-    spec = grid_from_names([SWEEP_MODEL], tasks=(grid["--tasks"],), lengths=(int(grid["--lengths"]),),
-                           prefill_methods=tuple(grid["--prefill-methods"].split(",")), decode_methods=(),
-                           compressions=tuple(float(c) for c in grid["--compressions"].split(",")),
-                           n_samples=samples, method_options=_parse_options(options, "--method-opt"))
     with tempfile.TemporaryDirectory() as tmp:
-        sweep = Sweep(spec, Path(tmp), progress=False)
+        # The spec `bench sweep` builds from the same arguments as _sweep's command line.
+        args = build_parser().parse_args(["sweep", "--models", SWEEP_MODEL, *SWEEP_GRID, "--samples", str(samples),
+                                          "--out", tmp])
+        sweep = Sweep(sweep_spec(args), Path(tmp), progress=False)
         sweep.folder.mkdir(parents=True)
         (sweep.folder / "samples").mkdir()
         (sweep.folder / "models").mkdir()
