@@ -129,6 +129,12 @@ def test_a_corpus_packs_to_one_file_and_trains_where_the_wavs_are_not(corpus, tm
     (tmp_path / "bad.pack").write_bytes(b"not lzma at all")
     assert main(["tts-corpus", "--out", str(tmp_path / "x"), "--unpack", str(tmp_path / "bad.pack")]) == 1
     assert "is not a readable tts-pack-v1 pack" in capsys.readouterr().err
+    for bad in (["--batch", "0"], ["--minutes", "0"]):
+        with pytest.raises(SystemExit):
+            main(base + ["--family", "flow", *bad])
+    with pytest.raises(SystemExit):
+        main(["tts-corpus", "--out", str(unpacked), "--pack", str(pack), "--unpack", str(pack)])
+    capsys.readouterr()
     assert main(base + ["--family", "nar", "--device", "cuda"]) == 1
     assert "only the flow and decoder families train off the CPU" in capsys.readouterr().err
     import torch

@@ -320,6 +320,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--unpack", type=Path, metavar="FILE",
                         help="rebuild a features-only corpus folder at --out from a --pack FILE")
     args = parser.parse_args(argv)
+    if args.pack and args.unpack:
+        parser.error("give --pack or --unpack, not both")
     if args.check:
         return check_manifest(args.out)
     if args.pack or args.unpack:

@@ -203,6 +203,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return check_manifest(args.out)
     if not args.family:
         parser.error("give --family or --check")
+    if args.batch is not None and args.batch < 1 or args.minutes is not None and args.minutes <= 0:
+        parser.error("--batch must be at least 1 and --minutes above 0")
     if args.family in ("aligner", "tokenizer") and (args.device != "cpu" or args.batch or args.minutes):
         parser.error("--device, --batch and --minutes apply to the families (flow, decoder; --batch and "
                      "--minutes also nar, ar), not to the aligner or tokenizer")
