@@ -144,6 +144,45 @@ def test_a_corpus_packs_to_one_file_and_trains_where_the_wavs_are_not(corpus, tm
         assert "sees no CUDA device" in capsys.readouterr().err
 
 
+def test_verify_steps_replays_the_recorded_recipe_and_changes_nothing(corpus, tmp_path, capsys, monkeypatch):
+    """bench train-tts --verify-steps N: the recorded recipe's first N steps in a scratch copy, its log
+    compared with the recorded one (the whole recipe: the bytes too); a changed log is caught."""
+    import systems.tts.families as families
+
+    monkeypatch.setattr(families, "LOG_EVERY", 1)  # a log entry every step, so a prefix has entries to compare
+    ckpt = tmp_path / "ckpt"
+    base = ["train-tts", "--corpus", str(corpus), "--out", str(ckpt)]
+    assert main(base + ["--family", "aligner", "--steps", "4"]) == 0
+    assert main(base + ["--family", "flow", "--steps", "3"]) == 0
+    before = {p: p.read_bytes() for p in ckpt.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main(base + ["--family", "flow", "--verify-steps", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "step 1: loss" in out and "step 2: loss" in out and "step 3" not in out
+    assert "flow: reproduced (the log of the first 2 steps)" in out
+    assert main(base + ["--family", "flow", "--verify-steps", "3"]) == 0
+    assert "model.safetensors: the same bytes" in capsys.readouterr().out
+    assert {p: p.read_bytes() for p in ckpt.rglob("*") if p.is_file()} == before  # nothing in --out changed
+    log_path = ckpt / "flow" / "train_log.json"
+    recorded = json.loads(log_path.read_text())
+    recorded["history"][1]["loss"] += 0.001
+    log_path.write_text(json.dumps(recorded))
+    assert main(base + ["--family", "flow", "--verify-steps", "2"]) == 1
+    assert "flow: not reproduced (first difference: 2)" in capsys.readouterr().out
+    assert main(base + ["--family", "flow", "--verify-steps", "5"]) == 1
+    assert "has entries at steps 1, 2, 3; give one of them" in capsys.readouterr().err
+    config = json.loads((ckpt / "train_config.json").read_text())
+    config["recipes"]["flow"]["corpus_manifest_sha256"] = "0" * 64
+    (ckpt / "train_config.json").write_text(json.dumps(config))
+    assert main(base + ["--family", "flow", "--verify-steps", "2"]) == 1
+    assert "is not the one flow was trained on" in capsys.readouterr().err
+    assert main(base + ["--family", "nar", "--verify-steps", "2"]) == 1
+    assert "no trained nar in" in capsys.readouterr().err
+    for bad in (["--family", "aligner", "--verify-steps", "1"], ["--family", "flow", "--verify-steps", "1", "--steps", "2"]):
+        with pytest.raises(SystemExit):
+            main(base + bad)
+
+
 @pytest.mark.parametrize("text", ["chars", "ipa"])
 def test_a_folder_can_read_characters_or_ipa_instead_of_phones(corpus, tmp_path, text, capsys):
     from systems.tts.modules import read_config

@@ -162,15 +162,18 @@ def initialise_from(model, folder: Path, log: Callable[[str], None]) -> dict[str
 
 
 DEVICE_FAMILIES = ("flow", "decoder")  # the families whose training runs on a GPU (device="cuda")
+LOG_EVERY = 50  # steps per train_log.json entry (the mean loss over them)
 
 
 def train_family(family: str, corpus: Path, out: Path, log: Callable[[str], None], threads: int,
                  steps: int | None = None, model_overrides: dict[str, Any] | None = None, *,
-                 device: str = "cpu", batch: int | None = None, minutes: float | None = None) -> dict[str, Any]:
+                 device: str = "cpu", batch: int | None = None, minutes: float | None = None,
+                 stop_after: int | None = None) -> dict[str, Any]:
     """Train `family` into out/<family>. device: where the model trains (the random draws stay on
     CPU generators, so the batches and draws are the same on any device); batch: override the
     recipe's batch size; minutes: stop after this long and save (the schedule stays the recipe's,
-    so a run cut short ends at a higher learning rate; the step reached is recorded)."""
+    so a run cut short ends at a higher learning rate; the step reached is recorded); stop_after:
+    stop after that many steps, likewise on the recipe's schedule (a prefix of the whole run)."""
     from bench.jsonio import write_json_atomic
     from systems.tts.modules import count_parameters, save_checkpoint
     from systems.tts.aligner import front_end_of
@@ -215,6 +218,9 @@ def train_family(family: str, corpus: Path, out: Path, log: Callable[[str], None
             stopped_at = step
             log(f"{family}: stopped by the {minutes} min limit at step {step} of {recipe.steps}")
             break
+        if stop_after is not None and step >= stop_after:
+            stopped_at = step
+            break
         for group in opt.param_groups:
             group["lr"] = learning_rate(recipe, step)
         batch = make_batch(rng, utterances, stats, recipe, needs_tokens, filler)
@@ -227,7 +233,7 @@ def train_family(family: str, corpus: Path, out: Path, log: Callable[[str], None
         torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.clip)
         opt.step()
         window.append(loss.detach())  # read every 50 steps: a read each step would stall a GPU
-        if (step + 1) % 50 == 0 or step == recipe.steps - 1:
+        if (step + 1) % LOG_EVERY == 0 or step == recipe.steps - 1 or step + 1 == stop_after:
             entry = {"step": step + 1, "loss": round(float(np.mean([float(x) for x in window])), 4), "lr": round(learning_rate(recipe, step), 7),
                      "seconds": round(time.time() - start, 1), **{k: round(v, 4) for k, v in parts.items()}}
             history.append(entry)

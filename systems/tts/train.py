@@ -6,6 +6,9 @@
   bench train-tts --family flow|nar|ar the model families (need: aligner; nar and ar: tokenizer)
   bench train-tts --family decoder     the token families' features decoder (needs: tokenizer, flow)
   bench train-tts --check              verify the committed checkpoints against MANIFEST.sha256
+  bench train-tts --family F --verify-steps N
+                                       retrain F's recorded recipe for its first N steps in a scratch
+                                       copy and compare the training log (whole recipe: also the bytes)
 
 Each stage writes <out>/<family>/{config.json, model.safetensors, train_log.json}, records its recipe
 in <out>/train_config.json and rewrites <out>/MANIFEST.sha256 (`sha256sum -c` format). The corpus
@@ -175,6 +178,78 @@ def train_tokenizer_stage(corpus: Path, out: Path, log, threads: int, steps: int
     return {**config.to_json(), "threads": threads}
 
 
+VERIFIABLE = ("flow", "nar", "ar", "decoder")
+
+
+def verify_steps(family: str, corpus: Path, out: Path, steps: int, log) -> int:
+    """Retrain the folder's recorded `family` recipe (same model configuration, threads and corpus)
+    for its first `steps` steps in a scratch copy of the folder, and compare its training log with
+    the recorded one, every field but the wall time; when `steps` is the whole recipe, also the
+    weights' bytes. A prefix costs minutes where a whole rebuild costs an hour: the same code, data
+    and seeds give the same losses to the last logged digit, so a prefix that matches says the
+    trainer still reproduces the run (it cannot say so of the steps after it)."""
+    import shutil
+    import tempfile
+    from dataclasses import replace
+
+    from systems.tts.families import RECIPES, train_family
+
+    log_path, config_path = out / family / "train_log.json", out / family / "config.json"
+    if not log_path.is_file() or not config_path.is_file():
+        raise BenchError(f"no trained {family} in {out} to verify -> bench train-tts --family {family} --out {out}")
+    recorded_log = json.loads(log_path.read_text(encoding="utf-8"))
+    recipe = recorded_log["recipe"]
+    logged = {entry["step"]: entry for entry in recorded_log["history"]}
+    if steps not in logged:
+        at = sorted(logged)
+        shown = ", ".join(map(str, at)) if len(at) <= 4 else f"{at[0]}, {at[1]}, ..., {at[-1]}"
+        raise BenchError(f"--verify-steps {steps}: {log_path} has entries at steps {shown}; give one of them")
+    trainer_recipe = replace(RECIPES[family], steps=recipe["steps"], batch=recipe["batch"]).to_json()
+    if trainer_recipe != recipe:
+        differing = sorted(k for k in set(recipe) | set(trainer_recipe) if recipe.get(k) != trainer_recipe.get(k))
+        raise BenchError(f"the {family} recipe recorded in {log_path} differs from the trainer's in "
+                         f"{', '.join(differing)}: this code cannot reproduce it")
+    train_config = out / "train_config.json"
+    recorded = json.loads(train_config.read_text(encoding="utf-8"))["recipes"].get(family, {}) \
+        if train_config.is_file() else {}
+    wanted_corpus = recorded.get("corpus_manifest_sha256")
+    if wanted_corpus and wanted_corpus != corpus_digest(corpus):
+        raise BenchError(f"the corpus at {corpus} is not the one {family} was trained on (its MANIFEST.sha256 "
+                         f"differs) -> bench tts-corpus --out {corpus} builds the committed one")
+    threads = int(recorded.get("threads", 1))  # the thread count changes float sums, so the losses
+    model_config = json.loads(config_path.read_text(encoding="utf-8"))["model"]
+    whole = steps == recipe["steps"]
+    span = "the whole recipe" if whole else f"the first {steps} of {recipe['steps']} steps"
+    log(f"verify {family}: {span} on {threads} thread(s), against {log_path}")
+    with tempfile.TemporaryDirectory(prefix=f"verify-{family}-") as tmp:
+        scratch = Path(tmp) / out.name
+        shutil.copytree(out, scratch, ignore=shutil.ignore_patterns(".lock"))
+        train_family(family, corpus, scratch, log, threads, recipe["steps"], model_config, batch=recipe["batch"],
+                     stop_after=None if whole else steps)
+        ours = {e["step"]: e for e in json.loads((scratch / family / "train_log.json").read_text())["history"]}
+        differences = []
+        for step in sorted(s for s in logged if s <= steps):
+            fields = sorted((set(logged[step]) | set(ours.get(step, {}))) - {"seconds"})
+            same = step in ours and all(logged[step].get(k) == ours[step].get(k) for k in fields)
+            mine = ours.get(step, {})
+            log(f"  step {step}: loss {mine.get('loss')} (recorded {logged[step]['loss']}) "
+                f"{'same' if same else 'DIFFERENT'}")
+            if not same:
+                differences.append(step)
+        if whole:
+            weights = "model.safetensors"
+            same_bytes = (scratch / family / weights).read_bytes() == (out / family / weights).read_bytes()
+            log(f"  {weights}: {'the same bytes' if same_bytes else 'DIFFERENT bytes'}")
+            if not same_bytes:
+                differences.append(weights)
+    if differences:
+        print(f"{family}: not reproduced (first difference: {differences[0]}). A different torch version or "
+              f"CPU can change float sums; `pip freeze` and the recipe's threads ({threads}) are where to look.")
+        return 1
+    print(f"{family}: reproduced ({'bytes and log' if whole else f'the log of the first {steps} steps'})")
+    return 0
+
+
 # --------------------------------------------------------------------------- CLI
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench train-tts", description=__doc__.split("\n\n")[0])
@@ -198,6 +273,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, help="stop after this many minutes and save (the step reached "
                                                        "is recorded)")
     parser.add_argument("--check", action="store_true", help="verify the checkpoints against their manifest")
+    parser.add_argument("--verify-steps", type=int, metavar="N",
+                        help="retrain the folder's recorded recipe of --family (flow, nar, ar, decoder) for its "
+                             "first N steps in a scratch copy and compare the training log with the recorded one "
+                             "(N = the whole recipe: also the weights' bytes); nothing in --out changes")
     args = parser.parse_args(argv)
     if args.check:
         return check_manifest(args.out)
@@ -205,6 +284,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("give --family or --check")
     if args.batch is not None and args.batch < 1 or args.minutes is not None and args.minutes <= 0:
         parser.error("--batch must be at least 1 and --minutes above 0")
+    if args.verify_steps is not None:
+        if args.family not in VERIFIABLE:
+            parser.error(f"--verify-steps applies to {', '.join(VERIFIABLE)} (the aligner and tokenizer retrain "
+                         "in minutes: compare a whole retrain's bytes)")
+        if args.steps or args.batch or args.minutes or args.alignment or args.device != "cpu":
+            parser.error("--verify-steps replays the recorded recipe: it takes no --steps, --batch, --minutes, "
+                         "--alignment or --device")
+        return verify_steps(args.family, args.corpus, args.out, args.verify_steps, _log_to(None))
     if args.family in ("aligner", "tokenizer") and (args.device != "cpu" or args.batch or args.minutes):
         parser.error("--device, --batch and --minutes apply to the families (flow, decoder; --batch and "
                      "--minutes also nar, ar), not to the aligner or tokenizer")
