@@ -5,7 +5,7 @@ or stale file is refused the same way everywhere, with a message naming file, li
 
 Records (one JSON object a line, bench.jsonio):
   generations.jsonl  {system, item_id, status: ok|failed, reason, audio, detail, synth_s, duration_s,
-                      rtf, first_packet_s, peak_rss_mb[, peak_gpu_mb]}
+                      rtf, first_packet_s, peak_rss_mb[, peak_gpu_mb, threads]}
   scores.jsonl       {system, item_id, metric, values: {name: number}, extra: {...}, failure[, cached]}
 A score's values must be finite and inside the range its metric declares (`Metric.value_range`).
 
@@ -79,6 +79,9 @@ def read_generations(folder: Path) -> list[dict[str, Any]]:
         _require(path, line, rec, "audio_sha256", _str_or_none, "a sha256 or null", optional=True)
         for key in ("synth_s", "duration_s", "rtf", "first_packet_s", "peak_rss_mb", "peak_gpu_mb"):
             _require(path, line, rec, key, _nonneg_or_none, "a finite number >= 0 or null", optional=True)
+        _require(path, line, rec, "threads", lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)
+                                                                      and v >= 1), "a thread count >= 1 or null",
+                 optional=True)
         if rec["status"] == "ok" and not rec["audio"]:
             raise _fail(path, line, "a generation with status ok names no audio file")
         out.append(rec)

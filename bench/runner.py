@@ -317,13 +317,13 @@ class Run:
     def _synthesis_record(self, system: str, item: TTSItem, res: Any) -> dict[str, Any]:
         if res.error:
             rec = self._failed(system, item, res.error, res.detail)
-            rec["peak_rss_mb"] = res.peak_rss_mb
+            rec["peak_rss_mb"], rec["threads"] = res.peak_rss_mb, res.threads
             return rec
         path = self._audio_path(system, item)
         rec = {"system": system, "item_id": item.id, "audio": str(path.relative_to(self.folder)),
                "status": "ok", "reason": None, "detail": "", "synth_s": res.synth_s,
                "first_packet_s": res.first_packet_s, "peak_rss_mb": res.peak_rss_mb,
-               "peak_gpu_mb": res.peak_gpu_mb, "duration_s": None, "rtf": None}
+               "peak_gpu_mb": res.peak_gpu_mb, "threads": res.threads, "duration_s": None, "rtf": None}
         try:
             if res.sample_rate is None:
                 raise BadAudio("empty", "the system returned no audio chunks")

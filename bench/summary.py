@@ -53,6 +53,7 @@ def _performance(gens: list[dict[str, Any]]) -> dict[str, Any]:
     fp = [g["first_packet_s"] for g in ok if g.get("first_packet_s") is not None]
     rss = [g["peak_rss_mb"] for g in gens if g.get("peak_rss_mb") is not None]
     gpu = [g["peak_gpu_mb"] for g in gens if g.get("peak_gpu_mb") is not None]
+    threads = sorted({g["threads"] for g in gens if g.get("threads") is not None})
     return {
         "n_items": len(gens), "n_generated": len(ok), "n_failed": len(gens) - len(ok),
         "failure_reasons": dict(Counter(g["reason"] for g in gens if g["status"] != "ok").most_common()),
@@ -60,6 +61,7 @@ def _performance(gens: list[dict[str, Any]]) -> dict[str, Any]:
         "first_packet_s_p50": percentile(fp, 50), "first_packet_s_p95": percentile(fp, 95),
         "peak_rss_mb": max(rss) if rss else None,
         "peak_gpu_mb": max(gpu) if gpu else None,
+        "threads": threads or None,  # torch's threads in the system's process; more than one: a mixed run
         "audio_s_total": sum(g["duration_s"] or 0.0 for g in ok),
     }
 
@@ -182,5 +184,11 @@ def console_table(summary: dict[str, Any]) -> str:
         lines += _render(["system", "group"] + [h for _, _, h in cols], grows)
     for m, why in summary.get("unavailable_metrics", {}).items():
         lines.append(f"unavailable: {m}: {why}")
+    for name, entry in summary["systems"].items():
+        threads = entry["performance"].get("threads") or []
+        if len(threads) > 1:
+            lines.append(f"warning: {name}'s items were made with {' and '.join(map(str, threads))} torch threads "
+                         "(a run resumed under another setting): a model's float sums, so its outputs, depend on "
+                         "the count; rerun in a new --out with one OMP_NUM_THREADS for a run that reproduces")
     lines.append("± is half the 95 % bootstrap CI; ^ higher is better, v lower is better")
     return "\n".join(lines)

@@ -38,6 +38,14 @@ class SynthesisResult:
     error: str | None = None  # failure reason tag: exception, timeout, crashed, bad_output
     detail: str = ""
     peak_gpu_mb: float | None = None  # torch's peak allocated CUDA memory, where the system uses it
+    threads: int | None = None  # torch's intra-op threads in the child (None: no torch loaded)
+
+
+def _torch_threads() -> int | None:
+    """torch's intra-op thread count, where the child has torch: the order of its float sums
+    depends on it, so a model's output (and a sampled token after it) can change with it."""
+    torch = sys.modules.get("torch")
+    return None if torch is None else int(torch.get_num_threads())
 
 
 def warmup_item(item: Any) -> Any:
@@ -165,9 +173,10 @@ def _synthesize(system: Any, text: str, prompt: Any, item: Any) -> SynthesisResu
         elapsed = time.perf_counter() - start
         samples = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
         return SynthesisResult(samples, rate, elapsed, first if system.streaming else None,
-                               peak_rss_mb(), peak_gpu_mb=_peak_gpu_mb())
+                               peak_rss_mb(), peak_gpu_mb=_peak_gpu_mb(), threads=_torch_threads())
     except Exception as exc:
-        return SynthesisResult(None, None, None, None, peak_rss_mb(), failure_reason(exc), f"{type(exc).__name__}: {exc}")
+        return SynthesisResult(None, None, None, None, peak_rss_mb(), failure_reason(exc), f"{type(exc).__name__}: {exc}",
+                               threads=_torch_threads())
 
 
 def describe_exit(proc: Any) -> str:

@@ -61,6 +61,14 @@ def escape(value: Any) -> str:
 _e = escape
 
 
+def _threads(perf: dict[str, Any]) -> str:
+    """' (2 threads)' beside a torch system's speed: its timings and outputs depend on the count."""
+    threads = perf.get("threads") or []
+    if not threads:
+        return ""
+    return f" <span class=ci>({_e(' and '.join(map(str, threads)))} thread{'s' if threads != [1] else ''})</span>"
+
+
 def format_number(value: float | None, scale: float = 1.0, digits: int = 3) -> str:
     """A value for a page: scaled, rounded, or a dash when there is none."""
     return "&ndash;" if value is None else f"{scale * value:.{digits}f}"
@@ -167,7 +175,7 @@ def _summary_table(page: Page) -> list[str]:
         reasons = ", ".join(f"{_e(r)} {_e(n)}" for r, n in perf.get("failure_reasons", {}).items())
         out.append(f"<tr><td>{_e(label)}</td>{''.join(cells)}<td>{_e(perf['n_failed'])}/{_e(perf['n_items'])}"
                    f"{' <span class=ci>(' + reasons + ')</span>' if reasons else ''}</td>"
-                   f"<td>{format_number(perf.get('rtf_p50'))} / {format_number(perf.get('rtf_p95'))}</td>"
+                   f"<td>{format_number(perf.get('rtf_p50'))} / {format_number(perf.get('rtf_p95'))}{_threads(perf)}</td>"
                    f"<td>{format_number(perf.get('first_packet_s_p50'), digits=2)}</td><td>{format_number(perf.get('peak_rss_mb'), digits=0)}</td></tr>")
     out.append("</table><p class=muted>Brackets: 95 % bootstrap CI of the mean. WER counts a failed item as 1.0; "
                "other metrics leave failed items out of the mean and count them under failed.</p>")

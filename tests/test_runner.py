@@ -492,3 +492,36 @@ def test_torch_systems_fork_from_a_server_and_still_see_the_runners_state(tmp_pa
     # A thread cap must reach the libraries at import, so a capped worker is spawned fresh.
     with SystemWorker("tests.plugins:TorchProcessProbe", threads=1) as worker:
         assert worker.call("where").value["torch_loaded_before_load"] is False
+
+
+def test_torch_thread_count_is_recorded_and_a_mixed_run_is_flagged(tmp_path):
+    """A torch model's float sums, so its audio, depend on its thread count: every generation
+    records it (null for a system without torch), the summary lists the counts, and a run whose
+    items were made under different counts says so."""
+    from bench.errors import BadResultFile
+    from bench.results import read_generations
+    from bench.summary import _performance, console_table
+
+    manifest = write_manifest(tmp_path, {"a": "hello", "b": "hello world"})
+    torch_probe = "tests.plugins:TorchProcessProbe"
+    assert run_cli("--systems", f"{torch_probe},{TONE}", "--task", TASK, "--task-opt", f"manifest={manifest}",
+                   "--out", str(tmp_path / "out")) == 0
+    folder = only_run_folder(tmp_path / "out")
+    gens = read_generations(folder)
+    threads = {g["system"]: g["threads"] for g in gens}
+    assert isinstance(threads[torch_probe], int) and threads[torch_probe] >= 1
+    assert threads[TONE] is None
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["systems"][torch_probe]["performance"]["threads"] == [threads[torch_probe]]
+    assert summary["systems"][TONE]["performance"]["threads"] is None
+    assert "warning" not in console_table(summary)
+    mixed = [dict(gens[0], threads=1), dict(gens[0], item_id="b", threads=2)]
+    perf = _performance(mixed)
+    assert perf["threads"] == [1, 2]
+    table = console_table({"spec": {"metrics": []}, "systems": {"x": {"metrics": {}, "groups": {}, "performance": perf}}})
+    assert "warning: x's items were made with 1 and 2 torch threads" in table
+    lines = (folder / "generations.jsonl").read_text().splitlines()
+    (folder / "generations.jsonl").write_text("\n".join([lines[0].replace(f'"threads": {threads[torch_probe]}',
+                                                                         '"threads": "two"')] + lines[1:]) + "\n")
+    with pytest.raises(BadResultFile, match="a thread count >= 1 or null"):
+        read_generations(folder)
