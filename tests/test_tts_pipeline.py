@@ -66,6 +66,10 @@ def test_every_stage_trains_and_the_systems_load_it(corpus, tmp_path):
     for family in ("flow", "nar", "ar", "decoder"):
         assert main(base + ["--family", family, "--steps", "2"]) == 0
     assert main(["train-tts", "--out", str(ckpt), "--check"]) == 0
+    png = tmp_path / "curves.png"
+    assert main(["train-tts", "--out", str(ckpt), "--curves", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    assert main(["train-tts", "--out", str(tmp_path / "empty"), "--curves", str(png)]) == 1  # nothing trained there
     recipes = json.loads((ckpt / "train_config.json").read_text())["recipes"]
     assert set(recipes) == {"aligner", "tokenizer", "flow", "nar", "ar", "decoder"}
     assert recipes["flow"]["recipe"]["steps"] == 2

@@ -6,6 +6,7 @@
   bench train-tts --family flow|nar|ar the model families (need: aligner; nar and ar: tokenizer)
   bench train-tts --family decoder     the token families' features decoder (needs: tokenizer, flow)
   bench train-tts --check              verify the committed checkpoints against MANIFEST.sha256
+  bench train-tts --curves FILE.png     the loss curves of every stage in the folder, one panel each
   bench train-tts --family F --verify-steps N
                                        retrain F's recorded recipe for its first N steps in a scratch
                                        copy and compare the training log (whole recipe: also the bytes)
@@ -179,6 +180,52 @@ def train_tokenizer_stage(corpus: Path, out: Path, log, threads: int, steps: int
 
 
 VERIFIABLE = ("flow", "nar", "ar", "decoder")
+CURVE_STAGES = ("aligner", "duration", "flow", "nar", "ar", "decoder")  # stages whose logs are by step
+
+
+def plot_curves(out: Path, dest: Path) -> list[str]:
+    """One panel per trained stage of the folder: its logged loss by step, with the parts it logs
+    beside it (the AR's two stages, the NAR's level 1, the aligner's seed term). Returns the
+    stages drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    logs = {}
+    for stage in CURVE_STAGES:
+        path = out / stage / "train_log.json"
+        if path.is_file():
+            history = json.loads(path.read_text(encoding="utf-8")).get("history", [])
+            if history and all("step" in e and "loss" in e for e in history):
+                logs[stage] = history
+    if not logs:
+        raise BenchError(f"no training logs in {out} -> bench train-tts --family aligner --out {out} (then the others)")
+    columns = min(3, len(logs))
+    rows = -(-len(logs) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.0 * rows), squeeze=False)
+    for ax, (stage, history) in zip(axes.flat, logs.items()):
+        steps = [e["step"] for e in history]
+        parts = sorted({k for e in history for k, v in e.items()
+                        if k not in ("step", "lr", "seconds") and isinstance(v, (int, float))}, key=lambda k: k != "loss")
+        for key in parts:
+            ax.plot(steps, [e.get(key, float("nan")) for e in history], label=key.replace("_", " "),
+                    linewidth=2.0 if key == "loss" else 1.2)
+        minutes = history[-1].get("seconds")
+        ax.set_title(f"{stage}: {steps[-1]:,} steps" + (f", {minutes / 60:.0f} min" if minutes else ""), fontsize=10)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        if len(parts) > 1:
+            ax.legend(fontsize=8)
+    for ax in list(axes.flat)[len(logs):]:
+        ax.axis("off")
+    shown = os.path.relpath(out) if out.resolve().is_relative_to(Path.cwd()) else str(out)
+    fig.suptitle(f"training loss: {shown}", fontsize=10)
+    fig.tight_layout()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(dest, dpi=110)
+    plt.close(fig)
+    return list(logs)
 
 
 def verify_steps(family: str, corpus: Path, out: Path, steps: int, log) -> int:
@@ -273,6 +320,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, help="stop after this many minutes and save (the step reached "
                                                        "is recorded)")
     parser.add_argument("--check", action="store_true", help="verify the checkpoints against their manifest")
+    parser.add_argument("--curves", type=Path, metavar="FILE.png",
+                        help="draw the loss curves of every stage trained in --out into this PNG")
     parser.add_argument("--verify-steps", type=int, metavar="N",
                         help="retrain the folder's recorded recipe of --family (flow, nar, ar, decoder) for its "
                              "first N steps in a scratch copy and compare the training log with the recorded one "
@@ -280,6 +329,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.check:
         return check_manifest(args.out)
+    if args.curves:
+        stages = plot_curves(args.out, args.curves)
+        print(f"loss curves of {', '.join(stages)} -> {args.curves}")
+        return 0
     if not args.family:
         parser.error("give --family or --check")
     if args.batch is not None and args.batch < 1 or args.minutes is not None and args.minutes <= 0:
