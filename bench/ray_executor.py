@@ -190,7 +190,7 @@ class SystemHost:
         except LoadFailed as exc:
             return ("load_timeout" if isinstance(exc, LoadTimeout) else "load_failed"), str(exc)
         if warmup is not None:
-            res = self.worker.synthesize(warmup.text, warmup.prompt, warmup)
+            res = self.synthesize(warmup)
             if res.error in ("timeout", "crashed"):
                 self.worker.start()
         return "loaded", ""
