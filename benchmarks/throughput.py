@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -115,10 +116,13 @@ def run_vs_plain(limit: int, rounds: int, quiet: bool) -> dict:
     return result
 
 
+MIN_MEASURE_S = 1.5  # a measurement shorter than this is repeated: 0.2-s timings are all noise
+
+
 def score_per_metric(rounds: int, quiet: bool) -> dict:
     from bench.jsonio import JsonlAppender
     from bench.runner import RunOptions, build_metrics, load_task
-    from bench.scoring import AudioMemo, ScoreCache, ScoreJob, _prepare, score_metric
+    from bench.scoring import AudioMemo, ScoreCache, ScoreJob, _prepare, cache_key, score_metric
 
     task, items = load_task(TASK, {}, None)
     metrics, _ = build_metrics(task, RunOptions(out_root=Path(".")))
@@ -129,30 +133,50 @@ def score_per_metric(rounds: int, quiet: bool) -> dict:
         memo = AudioMemo()
         return [p for p in (_prepare(metric, j, memo) for j in jobs) if not isinstance(p, str)]
 
+    def distinct_jobs(metric):
+        """One job per distinct input, as the harness scores them: each target recording appears
+        with two prompts, the same input for a metric that reads no prompt and two for SIM."""
+        memo, identity, first = AudioMemo(), metric.identity(), {}
+        for job in jobs:
+            prepared = _prepare(metric, job, memo)
+            if not isinstance(prepared, str):
+                first.setdefault(cache_key(metric, prepared, identity=identity, hash_audio=memo.content_hash), job)
+        return list(first.values())
+
     with tempfile.TemporaryDirectory() as tmp:
         for metric in metrics:
-            # The raw loop scores each distinct input once, as the harness does (each target
-            # recording appears here with two prompts, and the harness scores identical inputs once).
-            unique = list({j.item.reference_path: j for j in jobs}.values())
+            unique = distinct_jobs(metric)
             inputs = read_inputs(metric, unique)
             audio_s = sum(inp.hypothesis.duration for inp in inputs)
             metric.load()
             metric.score_batch(inputs[:1])
-            raw, harness = [], []
-            for k in range(rounds):
-                # Both read the audio in every round: the harness with a fresh memo, as a new
-                # `bench score` does (files read and clips hashed once per run), the script itself.
-                start = time.perf_counter()
+
+            def raw_once():
                 inputs = read_inputs(metric, unique)
                 for i in range(0, len(inputs), 16):
                     metric.score_batch(inputs[i:i + 16])
-                raw.append(time.perf_counter() - start)
-                start = time.perf_counter()
-                with JsonlAppender(Path(tmp) / f"{metric.name}-{k}.jsonl") as sink:
+
+            def harness_once(tag):
+                # A fresh memo, as a new `bench score` has (files read and clips hashed once per run).
+                with JsonlAppender(Path(tmp) / f"{metric.name}-{tag}.jsonl") as sink:
                     score_metric(metric, jobs, sink, cache=ScoreCache(enabled=False), memo=AudioMemo(), batch_size=16)
-                harness.append(time.perf_counter() - start)
+
+            start = time.perf_counter()
+            raw_once()
+            repeat = max(1, math.ceil(MIN_MEASURE_S / (time.perf_counter() - start)))
+            raw, harness = [], []
+            for k in range(rounds):  # interleaved: raw, harness, raw, harness ...
+                start = time.perf_counter()
+                for _ in range(repeat):
+                    raw_once()
+                raw.append((time.perf_counter() - start) / repeat)
+                start = time.perf_counter()
+                for r in range(repeat):
+                    harness_once(f"{k}-{r}")
+                harness.append((time.perf_counter() - start) / repeat)
             overhead = [r - 1 for r in paired_ratios(harness, raw)]
-            out[metric.name] = {"audio_s": audio_s, "raw_s": raw, "harness_s": harness,
+            out[metric.name] = {"audio_s": audio_s, "distinct_inputs": len(unique), "repeat": repeat,
+                                "raw_s": raw, "harness_s": harness,
                                 "audio_s_per_s": audio_s / statistics.median(harness),
                                 "raw_audio_s_per_s": audio_s / statistics.median(raw),
                                 "overhead": statistics.median(overhead)}
