@@ -34,9 +34,8 @@ def _logmel_cache(corpus: Path) -> Path:
 
 def pack(corpus: Path, out_file: Path, checkpoints: Path | None = None, log=print) -> dict[str, Any]:
     """Pack `corpus` with the aligner durations of the aligner in `checkpoints` (default: the committed)."""
-    from bench.evaluators import sha256_file
     from bench.jsonio import write_bytes_atomic
-    from systems.tts.train import CHECKPOINTS
+    from systems.tts.train import CHECKPOINTS, durations_cache_path
 
     corpus = Path(corpus)
     cache = _logmel_cache(corpus)
@@ -51,11 +50,11 @@ def pack(corpus: Path, out_file: Path, checkpoints: Path | None = None, log=prin
     quantised = np.clip(np.rint((frames - low) / scale), 0, 255).astype(np.uint8)
     error = float(np.sqrt(np.mean((quantised * scale + low - frames) ** 2)))
     log(f"pack: {len(ids)} utterances, {len(frames):,} frames; round-trip rms error {error:.4f} (log-mel units)")
-    aligner = Path(checkpoints or CHECKPOINTS) / "aligner" / "model.safetensors"
-    durations_cache = corpus / "cache" / f"durations-{sha256_file(aligner)[:16]}.npz"
+    checkpoints = Path(checkpoints or CHECKPOINTS)
+    durations_cache = durations_cache_path(corpus, checkpoints)
     if not durations_cache.is_file():
         raise BenchError(f"no aligner durations cached at {durations_cache}: train a family once with that "
-                         f"aligner (bench train-tts --family flow --out {aligner.parent.parent})")
+                         f"aligner (bench train-tts --family flow --out {checkpoints})")
     with np.load(durations_cache) as data:
         durations = {durations_cache.name: {k: data[k] for k in data.files}}
     header = {"version": PACK_VERSION, "ids": ids, "lengths": [len(m) for m in mels],

@@ -132,6 +132,11 @@ def attach_durations(utterances, stats, aligner, log, cache_dir: Path | None = N
     return utterances
 
 
+def durations_cache_path(corpus: Path, checkpoints: Path) -> Path:
+    """Where the durations of the aligner in `checkpoints` are cached beside the corpus (keyed by its weights)."""
+    return Path(corpus) / "cache" / f"durations-{sha256_file(Path(checkpoints) / 'aligner' / 'model.safetensors')[:16]}.npz"
+
+
 def load_aligned_corpus(corpus: Path, out: Path, log):
     """The corpus with features and aligner durations (cached beside the corpus by aligner digest)."""
     from systems.tts.aligner import front_end_of, load_aligner
@@ -139,8 +144,7 @@ def load_aligned_corpus(corpus: Path, out: Path, log):
 
     stats = load_stats(out)
     utterances = load_corpus(corpus, text=front_end_of(out))
-    weights = out / "aligner" / "model.safetensors"
-    cache = corpus / "cache" / f"durations-{sha256_file(weights)[:16]}.npz"
+    cache = durations_cache_path(corpus, out)
     if cache.is_file():
         with np.load(cache) as data:
             for u in utterances:
