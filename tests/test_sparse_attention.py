@@ -144,7 +144,37 @@ def test_flexprefill_pair_count_equals_the_count_of_the_selected_pattern(length,
     for gamma in (0.0, 0.1, 0.37, 0.5, 0.8, 0.95, 0.999, 1.0):
         verticals, slashes, block_mask = method.select(est, gamma)
         expected = vs_pair_count(verticals, slashes, length) + block_pair_count(block_mask, 16, length)
-        assert torch.equal(method.pair_count(est, gamma), expected), gamma
+        assert torch.equal(method.pair_counts(est, [gamma])[0], expected), gamma
+
+
+@pytest.mark.parametrize("compression", [1.0, 2.0, 3.3, 7.0])
+def test_flexprefill_batched_bisection_finds_the_gamma_of_a_step_by_step_bisection(compression):
+    """resolve_gamma counts several bisection levels per batch; the gamma it returns must be the
+    one a plain step-by-step bisection over single-gamma pair counts returns."""
+    from systems.lm.attention.flexprefill import GAMMA_TOLERANCE, FlexPrefill
+
+    for seed, tau in ((1, 0.0), (2, 0.3), (3, 1.0)):
+        q, k, _ = qkv(300, seed=seed)
+        method = FlexPrefill(compression=compression, tau=tau, block=16, min_budget=16, local=8)
+        est = method.estimate(q, k)
+        target = 1 / compression
+
+        def density(g: float) -> float:
+            return float(method.pair_counts(est, [g]).double().mean()) / causal_pairs(300)
+
+        best, best_error, lo, hi = 0.0, abs(density(0.0) - target), 0.0, 1.0
+        for _ in range(20):
+            mid = (lo + hi) / 2
+            error = abs(density(mid) - target)
+            if error < best_error:
+                best, best_error = mid, error
+            if compression > 1.0 and best_error <= GAMMA_TOLERANCE * target:
+                break
+            lo, hi = (mid, hi) if density(mid) < target else (lo, mid)
+        else:
+            if abs(density(1.0) - target) < best_error:
+                best = 1.0
+        assert method.resolve_gamma(est) == best, (seed, tau)
 
 
 def test_flexprefill_density_grows_with_gamma_and_respects_min_budget():

@@ -36,18 +36,31 @@ def js_distance(p: torch.Tensor, q: torch.Tensor, eps: float = 1e-12) -> torch.T
     return js.clamp(min=0).sqrt()
 
 
-def cover_count(cumulative: torch.Tensor, gamma: float) -> torch.Tensor:
+def cover_count(cumulative: torch.Tensor, gammas: torch.Tensor) -> torch.Tensor:
     """How many of the (best-first) items are needed for their mass to reach gamma of the total,
-    given the cumulative sums of their masses (computed once per call, not per gamma)."""
-    if gamma >= 1.0:
-        return torch.full(cumulative.shape[:-1], cumulative.shape[-1], dtype=torch.long,
-                          device=cumulative.device)
-    return (cumulative < gamma * cumulative[..., -1:]).sum(-1) + 1
+    for G gammas at once: gammas (G,), cumulative (..., n) -> (G, ...). `cumulative` holds the
+    cumulative sums of the items' masses (computed once per call, not per gamma); being sorted,
+    the items below a threshold are counted by a binary search."""
+    thresholds = cumulative[..., -1:] * gammas.to(cumulative.dtype)  # (..., G)
+    counts = torch.searchsorted(cumulative, thresholds).movedim(-1, 0) + 1
+    return torch.where(gammas.view(-1, *[1] * (cumulative.dim() - 1)) >= 1.0, cumulative.shape[-1], counts)
 
 
 # Bisection on gamma stops once the density is within this fraction of 1/C (C realised to 0.5 %):
 # closer is below the noise of a per-sample density, and each step re-selects every head.
 GAMMA_TOLERANCE = 0.005
+# The bisection's next levels are counted in one batch (2^3 - 1 gammas): a step is a dozen small
+# tensor operations whose fixed cost dominates, so a batch of 7 costs little more than one.
+LEVELS_PER_BATCH = 3
+
+
+def bisection_points(lo: float, hi: float, levels: int) -> list[float]:
+    """Every midpoint the bisection can visit in its next `levels` steps from [lo, hi], computed as
+    the bisection computes them (so the floats are the same)."""
+    if levels == 0:
+        return []
+    mid = (lo + hi) / 2
+    return [mid] + bisection_points(lo, mid, levels - 1) + bisection_points(mid, hi, levels - 1)
 
 
 class FlexPrefill(PrefillMethod):
@@ -111,23 +124,23 @@ class FlexPrefill(PrefillMethod):
                 "sinks": sinks, "local": local, "length": length, "n_blocks": n_blocks}
 
     # ------------------------------------------------------------------ selection for a given gamma
-    def counts(self, est: dict, gamma: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per head: columns, diagonals and (per query block) key blocks that cover gamma, clamped
-        to the budgets."""
+    def counts(self, est: dict, gammas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per gamma and head: columns, diagonals and (per query block) key blocks that cover
+        gamma, clamped to the budgets; each with a leading dimension of the G gammas."""
         length, n_blocks, block = est["length"], est["n_blocks"], self.block
         low_lines = min(self.min_budget, length)
         high_lines = length if self.max_budget is None else min(self.max_budget, length)
         low_blocks = min(math.ceil(self.min_budget / block), n_blocks)
         high_blocks = n_blocks if self.max_budget is None else max(1, min(self.max_budget // block, n_blocks))
-        n_v = cover_count(est["v_cum"], gamma).clamp(low_lines, high_lines).clamp(min=est["sinks"])
-        n_s = cover_count(est["s_cum"], gamma).clamp(low_lines, high_lines).clamp(min=est["local"])
-        n_b = cover_count(est["block_cum"], gamma).clamp(low_blocks, high_blocks).clamp(min=1)
+        n_v = cover_count(est["v_cum"], gammas).clamp(low_lines, high_lines).clamp(min=est["sinks"])
+        n_s = cover_count(est["s_cum"], gammas).clamp(low_lines, high_lines).clamp(min=est["local"])
+        n_b = cover_count(est["block_cum"], gammas).clamp(low_blocks, high_blocks).clamp(min=1)
         return n_v, n_s, n_b
 
     def select(self, est: dict, gamma: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         length = est["length"]
         query_aware = est["query_aware"]
-        n_v, n_s, n_b = self.counts(est, gamma)
+        n_v, n_s, n_b = (n[0] for n in self.counts(est, torch.tensor([gamma], dtype=torch.float64)))
         rank = est["rank"]
         # Entries past a head's count, and every line of a query-aware head, become padding (= L).
         vs_head = ~query_aware[..., None]
@@ -141,17 +154,23 @@ class FlexPrefill(PrefillMethod):
         block_mask &= est["causal_blocks"]
         return verticals, slashes, block_mask
 
-    def pair_count(self, est: dict, gamma: float) -> torch.Tensor:
-        """Causal pairs per (B, H) that select(est, gamma) attends, from the prefix tables alone:
-        what vs_pair_count and block_pair_count give for the selected pattern, without building it."""
-        n_v, n_s, n_b = self.counts(est, gamma)
-        blocks = est["block_pairs_cum"].gather(-1, (n_b - 1)[..., None]).sum((-2, -1))
-        columns = est["v_pairs_cum"].gather(-1, (n_v - 1)[..., None])[..., 0]
-        diagonals = est["s_pairs_cum"].gather(-1, (n_s - 1)[..., None])[..., 0]
+    def pair_counts(self, est: dict, gammas: list[float]) -> torch.Tensor:
+        """Causal pairs per (gamma, B, H) that select(est, gamma) attends, from the prefix tables
+        alone: what vs_pair_count and block_pair_count give for each selected pattern, without
+        building it."""
+        n_v, n_s, n_b = self.counts(est, torch.tensor(gammas, dtype=torch.float64))
+
+        def per_gamma(table: torch.Tensor) -> torch.Tensor:
+            return table.expand(len(gammas), *table.shape)
+
+        blocks = per_gamma(est["block_pairs_cum"]).gather(-1, (n_b - 1)[..., None]).sum((-2, -1))
+        columns = per_gamma(est["v_pairs_cum"]).gather(-1, (n_v - 1)[..., None])[..., 0]
+        diagonals = per_gamma(est["s_pairs_cum"]).gather(-1, (n_s - 1)[..., None])[..., 0]
         # Pair (j + o, j) is on a kept column j and a kept diagonal o when j <= L - 1 - o: count, per
         # kept diagonal, the kept columns up to that index (a running count over column indices).
         kept_columns = (est["v_rank"] < n_v[..., None]).cumsum(-1)
-        overlap = (kept_columns.gather(-1, est["s_last_column"]) * (est["rank"] < n_s[..., None])).sum(-1)
+        overlap = (kept_columns.gather(-1, per_gamma(est["s_last_column"]))
+                   * (est["rank"] < n_s[..., None])).sum(-1)
         return torch.where(est["query_aware"], blocks, columns + diagonals - overlap)
 
     def resolve_gamma(self, est: dict) -> float:
@@ -159,11 +178,16 @@ class FlexPrefill(PrefillMethod):
             return self.gamma
         length = est["length"]
         target = 1.0 / self.compression
+        densities: dict[float, float] = {}  # gamma -> mean density over the batch's heads
 
-        def density(g: float) -> float:
-            return float(self.pair_count(est, g).double().mean()) / causal_pairs(length)
+        def count(gammas: list[float]) -> None:
+            new = [g for g in gammas if g not in densities]
+            if new:
+                means = self.pair_counts(est, new).double().mean((1, 2)) / causal_pairs(length)
+                densities.update(zip(new, means.tolist()))
 
-        lowest, highest = density(0.0), density(1.0)
+        count([0.0, 1.0] + bisection_points(0.0, 1.0, LEVELS_PER_BATCH))
+        lowest, highest = densities[0.0], densities[1.0]
         if lowest > target * 1.0001:
             raise unreachable(self.name, self.compression, 1 / lowest,
                               f"L={length} with min_budget {self.min_budget} tokens")
@@ -173,7 +197,9 @@ class FlexPrefill(PrefillMethod):
         lo, hi = 0.0, 1.0
         for _ in range(20):  # bisection; coverage counts are discrete, so keep the closest seen
             mid = (lo + hi) / 2
-            d = density(mid)
+            if mid not in densities:
+                count(bisection_points(lo, hi, LEVELS_PER_BATCH))
+            d = densities[mid]
             if abs(d - target) < best_error:
                 best, best_error = mid, abs(d - target)
             if self.compression > 1.0 and best_error <= GAMMA_TOLERANCE * target:
