@@ -93,65 +93,87 @@ class FlexPrefill(PrefillMethod):
         estimated_blocks = torch.softmax((pooled_last @ pooled_k.transpose(-1, -2)).squeeze(2) * dim ** -0.5, -1)
         query_aware = js_distance(true_blocks, estimated_blocks) < self.tau  # (B, H)
 
-        # Query-aware candidates: pooled block attention of every query block, causal, diagonal first.
-        pooled_q = pooled_blocks(q, block).float()
-        block_scores = (pooled_q @ pooled_k.transpose(-1, -2)) * dim ** -0.5
+        # What every gamma the bisection tries shares: cumulative masses, ranks, the causal grid, and
+        # the pair counts of every prefix of each ranking (so a gamma's density needs no sort). Only
+        # the kinds some head uses are ranked: a third of a sweep's layers have heads of one kind.
+        est = {"query_aware": query_aware, "rank": torch.arange(length, device=q.device),
+               "sinks": min(self.sinks, length), "local": min(self.local, length),
+               "length": length, "n_blocks": n_blocks,
+               "any_blocks": bool(query_aware.any()), "any_lines": not bool(query_aware.all())}
+        if est["any_blocks"]:
+            est.update(self._block_candidates(q, pooled_k, n_blocks, length))
+        if est["any_lines"]:
+            est.update(self._line_candidates(attention, est["sinks"], est["local"], est["rank"]))
+        return est
+
+    def _block_candidates(self, q: torch.Tensor, pooled_k: torch.Tensor, n_blocks: int, length: int) -> dict:
+        """Query-aware candidates: pooled block attention of every query block, causal, diagonal first."""
+        pooled_q = pooled_blocks(q, self.block).float()
+        block_scores = (pooled_q @ pooled_k.transpose(-1, -2)) * q.shape[-1] ** -0.5
         causal = torch.ones(n_blocks, n_blocks, dtype=torch.bool, device=q.device).tril()
         block_probs = torch.softmax(block_scores.masked_fill(~causal, float("-inf")), -1)
         ranked = block_probs + torch.eye(n_blocks, device=q.device) * 2.0  # diagonal ranks first
         block_order = ranked.argsort(dim=-1, descending=True, stable=True)
-        block_mass = block_probs.gather(-1, block_order)
+        block_pairs = block_pair_weights(n_blocks, self.block, length, q.device)
+        return {"block_order": block_order, "block_cum": block_probs.gather(-1, block_order).cumsum(-1),
+                "block_rank": torch.arange(n_blocks, device=q.device), "causal_blocks": causal,
+                # pairs of the first n key blocks of each query-block row, by rank
+                "block_pairs_cum": block_pairs.expand_as(block_order).gather(-1, block_order).cumsum(-1)}
 
-        # Vertical-slash candidates, normalised so each kind sums to 1.
-        sinks, local = min(self.sinks, length), min(self.local, length)
+    @staticmethod
+    def _line_candidates(attention: torch.Tensor, sinks: int, local: int, rank: torch.Tensor) -> dict:
+        """Vertical-slash candidates, each kind ranked by its estimated attention mass."""
+        length = attention.shape[-1]
         columns, diagonals = attention.sum(2), slash_scores(attention)
         v_order, s_order = top_lines(columns, sinks), top_lines(diagonals, local)
-        # What every gamma the bisection tries shares: cumulative masses, ranks, the causal grid, and
-        # the pair counts of every prefix of each ranking (so a gamma's density needs no sort).
-        rank = torch.arange(length, device=q.device)
-        block_pairs = block_pair_weights(n_blocks, block, length, q.device)
-        return {"query_aware": query_aware, "block_order": block_order, "block_cum": block_mass.cumsum(-1),
-                "v_order": v_order, "v_cum": columns.gather(-1, v_order).cumsum(-1),
+        return {"v_order": v_order, "v_cum": columns.gather(-1, v_order).cumsum(-1),
                 "s_order": s_order, "s_cum": diagonals.gather(-1, s_order).cumsum(-1),
-                "rank": rank, "block_rank": torch.arange(n_blocks, device=q.device),
-                "causal_blocks": causal,
-                # pairs of the first n columns / diagonals / key blocks of each query-block row, by rank
+                # pairs of the first n columns / diagonals, by rank
                 "v_pairs_cum": (length - v_order).cumsum(-1), "s_pairs_cum": (length - s_order).cumsum(-1),
-                "block_pairs_cum": block_pairs.expand_as(block_order).gather(-1, block_order).cumsum(-1),
                 # each column's rank, and the column index below which a diagonal's pairs overlap columns
                 "v_rank": torch.empty_like(v_order).scatter_(-1, v_order, rank.expand_as(v_order)),
-                "s_last_column": length - 1 - s_order,
-                "sinks": sinks, "local": local, "length": length, "n_blocks": n_blocks}
+                "s_last_column": length - 1 - s_order}
 
     # ------------------------------------------------------------------ selection for a given gamma
-    def counts(self, est: dict, gammas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def counts(self, est: dict, gammas: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         """Per gamma and head: columns, diagonals and (per query block) key blocks that cover
-        gamma, clamped to the budgets; each with a leading dimension of the G gammas."""
+        gamma, clamped to the budgets; each with a leading dimension of the G gammas (None for a
+        kind no head of the layer uses)."""
         length, n_blocks, block = est["length"], est["n_blocks"], self.block
         low_lines = min(self.min_budget, length)
         high_lines = length if self.max_budget is None else min(self.max_budget, length)
         low_blocks = min(math.ceil(self.min_budget / block), n_blocks)
         high_blocks = n_blocks if self.max_budget is None else max(1, min(self.max_budget // block, n_blocks))
-        n_v = cover_count(est["v_cum"], gammas).clamp(low_lines, high_lines).clamp(min=est["sinks"])
-        n_s = cover_count(est["s_cum"], gammas).clamp(low_lines, high_lines).clamp(min=est["local"])
-        n_b = cover_count(est["block_cum"], gammas).clamp(low_blocks, high_blocks).clamp(min=1)
+        n_v = n_s = n_b = None
+        if est["any_lines"]:
+            n_v = cover_count(est["v_cum"], gammas).clamp(low_lines, high_lines).clamp(min=est["sinks"])
+            n_s = cover_count(est["s_cum"], gammas).clamp(low_lines, high_lines).clamp(min=est["local"])
+        if est["any_blocks"]:
+            n_b = cover_count(est["block_cum"], gammas).clamp(low_blocks, high_blocks).clamp(min=1)
         return n_v, n_s, n_b
 
     def select(self, est: dict, gamma: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        length = est["length"]
+        length, n_blocks = est["length"], est["n_blocks"]
         query_aware = est["query_aware"]
-        n_v, n_s, n_b = (n[0] for n in self.counts(est, torch.tensor([gamma], dtype=torch.float64)))
-        rank = est["rank"]
-        # Entries past a head's count, and every line of a query-aware head, become padding (= L).
-        vs_head = ~query_aware[..., None]
-        widest_v = int((n_v * vs_head[..., 0]).max())  # trim columns that are padding in every head
-        widest_s = int((n_s * vs_head[..., 0]).max())
-        verticals = torch.where((rank < n_v[..., None]) & vs_head, est["v_order"], length)[..., :widest_v]
-        slashes = torch.where((rank < n_s[..., None]) & vs_head, est["s_order"], length)[..., :widest_s]
-
-        keep = (est["block_rank"] < n_b[..., None]) & query_aware[..., None, None]
-        block_mask = torch.zeros_like(keep).scatter_(-1, est["block_order"], keep)
-        block_mask &= est["causal_blocks"]
+        batch, heads = query_aware.shape
+        n_v, n_s, n_b = (None if n is None else n[0]
+                         for n in self.counts(est, torch.tensor([gamma], dtype=torch.float64)))
+        if est["any_lines"]:
+            rank = est["rank"]
+            # Entries past a head's count, and every line of a query-aware head, become padding (= L).
+            vs_head = ~query_aware[..., None]
+            widest_v = int((n_v * vs_head[..., 0]).max())  # trim columns that are padding in every head
+            widest_s = int((n_s * vs_head[..., 0]).max())
+            verticals = torch.where((rank < n_v[..., None]) & vs_head, est["v_order"], length)[..., :widest_v]
+            slashes = torch.where((rank < n_s[..., None]) & vs_head, est["s_order"], length)[..., :widest_s]
+        else:
+            verticals = slashes = torch.empty(batch, heads, 0, dtype=torch.long, device=query_aware.device)
+        if est["any_blocks"]:
+            keep = (est["block_rank"] < n_b[..., None]) & query_aware[..., None, None]
+            block_mask = torch.zeros_like(keep).scatter_(-1, est["block_order"], keep)
+            block_mask &= est["causal_blocks"]
+        else:
+            block_mask = torch.zeros(batch, heads, n_blocks, n_blocks, dtype=torch.bool, device=query_aware.device)
         return verticals, slashes, block_mask
 
     def pair_counts(self, est: dict, gammas: list[float]) -> torch.Tensor:
@@ -163,7 +185,10 @@ class FlexPrefill(PrefillMethod):
         def per_gamma(table: torch.Tensor) -> torch.Tensor:
             return table.expand(len(gammas), *table.shape)
 
-        blocks = per_gamma(est["block_pairs_cum"]).gather(-1, (n_b - 1)[..., None]).sum((-2, -1))
+        if est["any_blocks"]:
+            blocks = per_gamma(est["block_pairs_cum"]).gather(-1, (n_b - 1)[..., None]).sum((-2, -1))
+            if not est["any_lines"]:
+                return blocks
         columns = per_gamma(est["v_pairs_cum"]).gather(-1, (n_v - 1)[..., None])[..., 0]
         diagonals = per_gamma(est["s_pairs_cum"]).gather(-1, (n_s - 1)[..., None])[..., 0]
         # Pair (j + o, j) is on a kept column j and a kept diagonal o when j <= L - 1 - o: count, per
@@ -171,7 +196,8 @@ class FlexPrefill(PrefillMethod):
         kept_columns = (est["v_rank"] < n_v[..., None]).cumsum(-1)
         overlap = (kept_columns.gather(-1, per_gamma(est["s_last_column"]))
                    * (est["rank"] < n_s[..., None])).sum(-1)
-        return torch.where(est["query_aware"], blocks, columns + diagonals - overlap)
+        lines = columns + diagonals - overlap
+        return torch.where(est["query_aware"], blocks, lines) if est["any_blocks"] else lines
 
     def resolve_gamma(self, est: dict) -> float:
         if self.gamma is not None:
