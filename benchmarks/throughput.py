@@ -12,7 +12,7 @@
    each round).
 3. A sweep (tiny-llama-m at 512 tokens, three prefill methods, 4 and 16 samples, interleaved):
    evaluations per minute once started (the marginal wall time per evaluation) against a plain
-   in-process loop over the same evaluations (and the forward pass alone, the records' `seconds`);
+   loop over the same evaluations in a fresh process (and the forward pass alone, the records' `seconds`);
    the fixed cost of a sweep (process start, model load, samples) apart.
 
 Usage: python benchmarks/throughput.py [--limit 4] [--rounds 3] [--only run|score|sweep] [--json]
@@ -214,26 +214,32 @@ def _sweep(samples: int) -> tuple[float, list[dict]]:
         return time.perf_counter() - start, read_jsonl(next(Path(tmp).glob("*/records.jsonl")))
 
 
-def _plain_sweep(system, samples: int) -> tuple[float, int]:
-    """The same evaluations as a plain script runs them: the model loaded in this process, each
-    configuration's score_sample called in a loop (no worker, no records). Wall time of the loop."""
-    from bench.cli import build_parser, sweep_spec
-    from bench.sweep import Sweep
-    from bench.worker import CallResult
+PLAIN_SWEEP = """
+import json, sys, tempfile, time
+from pathlib import Path
+sys.path.insert(0, {root!r})
+from bench import registry
+from bench.cli import build_parser, sweep_spec
+from bench.sweep import Sweep
+from bench.worker import CallResult
 
+system = registry.create("system", {model!r})
+system.load()
+
+
+def loop(samples):
     with tempfile.TemporaryDirectory() as tmp:
-        # The spec `bench sweep` builds from the same arguments as _sweep's command line.
-        args = build_parser().parse_args(["sweep", "--models", SWEEP_MODEL, *SWEEP_GRID, "--samples", str(samples),
+        # The spec `bench sweep` builds from the same arguments as the sweep's command line.
+        args = build_parser().parse_args(["sweep", "--models", {model!r}, *{grid!r}, "--samples", str(samples),
                                           "--out", tmp])
         sweep = Sweep(sweep_spec(args), Path(tmp), progress=False)
-        sweep.folder.mkdir(parents=True)
-        (sweep.folder / "samples").mkdir()
-        (sweep.folder / "models").mkdir()
+        for sub in ("", "samples", "models"):
+            (sweep.folder / sub).mkdir(parents=True, exist_ok=True)
 
-        def call(function: str, *args, **kwargs):
+        def call(function, *args, **kwargs):
             return CallResult(getattr(system, function)(*args, **kwargs), 0.0, 0.0, None)
 
-        _, todo = sweep._plan(SWEEP_MODEL, call, frozenset())
+        _, todo = sweep._plan({model!r}, call, frozenset())
         start = time.perf_counter()
         for key, sample in todo:
             args, kwargs = sweep._request(key, sample)
@@ -241,17 +247,27 @@ def _plain_sweep(system, samples: int) -> tuple[float, int]:
         return time.perf_counter() - start, len(todo)
 
 
+loop(1)  # first-call costs, as the sweep's worker pays them before its first record
+print(json.dumps(loop({samples})))
+"""
+
+
+def _plain_sweep(samples: int) -> tuple[float, int]:
+    """The same evaluations as a plain script runs them, in a fresh process as the sweep's worker
+    is: the model loaded once, each configuration's score_sample called in a loop (no worker, no
+    records). Wall time of the loop, and the number of evaluations."""
+    code = PLAIN_SWEEP.format(root=str(ROOT), model=SWEEP_MODEL, grid=SWEEP_GRID, samples=samples)
+    done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    wall, count = json.loads(done.stdout.strip().splitlines()[-1])
+    return wall, count
+
+
 def sweep_throughput(rounds: int, quiet: bool) -> dict:
-    """Two sweep sizes, interleaved with a plain in-process loop over the larger one's
+    """Two sweep sizes, interleaved with a plain loop (in a fresh process) over the larger one's
     evaluations: the sweep's fixed cost (start, model load) is the difference's intercept, and its
     per-evaluation cost is the marginal wall time per evaluation, against the plain loop's wall time
     per evaluation (tokenising, the forward pass, the answer) and the model's own time (the
     records' `seconds`, the forward pass timed inside the worker)."""
-    from bench import registry
-
-    system = registry.create("system", SWEEP_MODEL)
-    system.load()
-    _plain_sweep(system, 1)  # first-call costs, as the sweep's worker pays them before its first record
     small, large = 4, 16
     walls: dict[int, list[float]] = {small: [], large: []}
     model_per_eval, plain_per_eval = [], []
@@ -262,7 +278,7 @@ def sweep_throughput(rounds: int, quiet: bool) -> dict:
             walls[samples].append(wall)
             n[samples] = len(records)
             model_per_eval.append(sum(r["seconds"] or 0.0 for r in records) / len(records))
-        wall, count = _plain_sweep(system, large)
+        wall, count = _plain_sweep(large)
         plain_per_eval.append(wall / count)
     marginal = [(b - a) / (n[large] - n[small]) for a, b in zip(walls[small], walls[large])]
     model, plain = statistics.median(model_per_eval), statistics.median(plain_per_eval)
