@@ -156,8 +156,8 @@ class FlexPrefill(PrefillMethod):
         length, n_blocks = est["length"], est["n_blocks"]
         query_aware = est["query_aware"]
         batch, heads = query_aware.shape
-        n_v, n_s, n_b = (None if n is None else n[0]
-                         for n in self.counts(est, torch.tensor([gamma], dtype=torch.float64)))
+        one_gamma = torch.tensor([gamma], dtype=torch.float64, device=est["rank"].device)
+        n_v, n_s, n_b = (None if n is None else n[0] for n in self.counts(est, one_gamma))
         if est["any_lines"]:
             rank = est["rank"]
             # Entries past a head's count, and every line of a query-aware head, become padding (= L).
@@ -180,7 +180,7 @@ class FlexPrefill(PrefillMethod):
         """Causal pairs per (gamma, B, H) that select(est, gamma) attends, from the prefix tables
         alone: what vs_pair_count and block_pair_count give for each selected pattern, without
         building it."""
-        n_v, n_s, n_b = self.counts(est, torch.tensor(gammas, dtype=torch.float64))
+        n_v, n_s, n_b = self.counts(est, torch.tensor(gammas, dtype=torch.float64, device=est["rank"].device))
 
         def per_gamma(table: torch.Tensor) -> torch.Tensor:
             return table.expand(len(gammas), *table.shape)
