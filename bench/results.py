@@ -64,6 +64,10 @@ def _nonneg_or_none(v: Any) -> bool:
     return v is None or (_is_number(v) and v >= 0)
 
 
+def _positive_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
 def read_generations(folder: Path) -> list[dict[str, Any]]:
     """Validated generation records of a run folder, in file order."""
     path = Path(folder) / "generations.jsonl"
@@ -79,8 +83,7 @@ def read_generations(folder: Path) -> list[dict[str, Any]]:
         _require(path, line, rec, "audio_sha256", _str_or_none, "a sha256 or null", optional=True)
         for key in ("synth_s", "duration_s", "rtf", "first_packet_s", "peak_rss_mb", "peak_gpu_mb"):
             _require(path, line, rec, key, _nonneg_or_none, "a finite number >= 0 or null", optional=True)
-        _require(path, line, rec, "threads", lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)
-                                                                      and v >= 1), "a thread count >= 1 or null",
+        _require(path, line, rec, "threads", lambda v: v is None or _positive_int(v), "a thread count >= 1 or null",
                  optional=True)
         if rec["status"] == "ok" and not rec["audio"]:
             raise _fail(path, line, "a generation with status ok names no audio file")
@@ -299,8 +302,7 @@ def read_sweep_records(folder: Path) -> list[dict[str, Any]]:
     for line, rec in read_jsonl_numbered(path, repair_tail=False):
         for key in ("model", "task", "sample_id", "method"):
             _require(path, line, rec, key, _str, "a string")
-        _require(path, line, rec, "length", lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
-                 "a positive integer")
+        _require(path, line, rec, "length", _positive_int, "a positive integer")
         _require(path, line, rec, "phase", lambda v: v in ("dense", "prefill", "decode"), "dense, prefill or decode")
         _require(path, line, rec, "compression", lambda v: _is_number(v) and v >= 1, "a number >= 1")
         _require(path, line, rec, "failure", _str_or_none, "null or a failure reason")
