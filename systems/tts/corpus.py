@@ -260,9 +260,12 @@ def build(out: Path, plan: Sequence[tuple[Voice, str, str]], *, split_name: str,
 
 
 def write_manifest(out: Path, info: dict[str, Any]) -> dict[str, Any]:
-    from bench.jsonio import read_jsonl, write_json_atomic
+    from bench.jsonio import dumps, read_jsonl, write_json_atomic, write_text_atomic
 
+    # The build appends records as its workers finish, in an order that varies from run to run;
+    # written back in id order, the same corpus has the same bytes and so the same manifest digest.
     records = sorted(read_jsonl(out / "utterances.jsonl"), key=lambda r: r["id"])
+    write_text_atomic(out / "utterances.jsonl", "".join(dumps(r) + "\n" for r in records))
     lines = [f"{r['sha256']}  {r['path']}" for r in records]
     lines.append(f"{sha256_file(out / 'utterances.jsonl')}  utterances.jsonl")
     (out / "MANIFEST.sha256").write_text("\n".join(lines) + "\n", encoding="utf-8")
