@@ -58,6 +58,19 @@ def test_corpus_is_deterministic_resumable_and_checked(corpus, tmp_path, capsys)
         wav.write_bytes(bytes(data))
 
 
+
+def test_a_corpus_has_the_same_manifest_whatever_order_its_workers_finished_in(corpus, tmp_path):
+    # Parallel workers append records as they finish; the finished corpus must not depend on that.
+    shuffled = tmp_path / "shuffled"
+    shutil.copytree(corpus, shuffled)
+    lines = (shuffled / "utterances.jsonl").read_text().splitlines(keepends=True)
+    (shuffled / "utterances.jsonl").write_text("".join(reversed(lines)))
+    assert main(["tts-corpus", "--out", str(shuffled), "--voices", VOICES, "--per-voice", "6", "--jobs", "1"]) == 0
+    assert (shuffled / "utterances.jsonl").read_bytes() == (corpus / "utterances.jsonl").read_bytes()
+    assert (shuffled / "MANIFEST.sha256").read_bytes() == (corpus / "MANIFEST.sha256").read_bytes()
+    ids = [json.loads(line)["id"] for line in lines]
+    assert ids == sorted(ids)
+
 def test_every_stage_trains_and_the_systems_load_it(corpus, tmp_path):
     ckpt = tmp_path / "ckpt"
     base = ["train-tts", "--corpus", str(corpus), "--out", str(ckpt)]

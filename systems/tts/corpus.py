@@ -17,6 +17,8 @@ Layout of a corpus folder:
   wavs/<voice>/<id>.wav
   MANIFEST.sha256        sha256 of every wav and of utterances.jsonl (`sha256sum -c` format)
 Resumable: records are appended after each chunk of utterances is written; a rerun skips them.
+Once complete, utterances.jsonl is rewritten in id order, so a corpus' bytes (and its manifest's
+digest, which the trained checkpoints record) do not depend on which worker finished first.
 """
 
 from __future__ import annotations
