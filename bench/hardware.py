@@ -63,13 +63,19 @@ def _gpus() -> list[str]:
         return []
 
 
-def fingerprint() -> dict[str, Any]:
+def package_versions(names: tuple[str, ...]) -> dict[str, str]:
+    """Installed versions of these packages; those not installed are left out."""
     versions = {}
-    for pkg in TRACKED_PACKAGES:
+    for name in names:
         try:
-            versions[pkg] = metadata.version(pkg)
+            versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             pass
+    return versions
+
+
+def fingerprint() -> dict[str, Any]:
+    versions = package_versions(TRACKED_PACKAGES)
     return {
         "cpu": _cpu_model(),
         "cpu_count": os.cpu_count(),
@@ -81,6 +87,12 @@ def fingerprint() -> dict[str, Any]:
         "python": platform.python_version(),
         "packages": versions,
     }
+
+
+def training_environment() -> dict[str, Any]:
+    """What a trained checkpoint's float sums depend on besides its recipe, recorded beside it: a
+    rebuild that differs points at these first."""
+    return {"python": platform.python_version(), **package_versions(("torch", "numpy")), "cpu": _cpu_model()}
 
 
 def source_commit() -> str | None:

@@ -32,6 +32,7 @@ def test_corpus_is_deterministic_resumable_and_checked(corpus, tmp_path, capsys)
     info = json.loads((corpus / "corpus.json").read_text())
     assert info["utterances"] == 18 and set(info["voices"]) == set(VOICES.split(","))
     assert info["text_source"]["licence"].startswith("Apache-2.0")
+    assert set(info["packages"]) == {"numpy", "soxr", "soundfile"}  # what the audio passed through
     records = [json.loads(line) for line in (corpus / "utterances.jsonl").read_text().splitlines()]
     flite = [r for r in records if r["voice"].startswith("flite")]
     assert all(len(r["flite_timings"]) == len(r["phones"]) for r in flite)
@@ -86,6 +87,10 @@ def test_every_stage_trains_and_the_systems_load_it(corpus, tmp_path):
     recipes = json.loads((ckpt / "train_config.json").read_text())["recipes"]
     assert set(recipes) == {"aligner", "tokenizer", "flow", "nar", "ar", "decoder"}
     assert recipes["flow"]["recipe"]["steps"] == 2
+    # What float sums depend on besides the recipe is written beside it, for a rebuild that differs.
+    import torch
+
+    assert all(r["environment"]["torch"] == torch.__version__ and r["environment"]["cpu"] for r in recipes.values())
     # The decoder starts from the flow model it was trained after, and says which.
     from bench.evaluators import sha256_file
 

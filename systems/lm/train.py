@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from bench.errors import BenchError
+from bench.hardware import training_environment
 from systems.lm.data import TaskDraw
 
 NOISE = (("haystack", "noise"),)
@@ -331,12 +332,10 @@ def train_family(out: Path, configs: Sequence[TrainConfig], log: Callable[[str],
         summary[config.size] = {"n_params": record["n_params"], "train_seconds": record["train_seconds"],
                                 "phase_steps": record["phase_steps"],
                                 "heldout_exact_match": record["heldout_exact_match"]}
-    import torch
-
     previous = json.loads((out / TRAIN_CONFIG).read_text()) if (out / TRAIN_CONFIG).is_file() else {}
     kept = [size for size in previous.get("results", {})
             if size not in summary and (out / size / WEIGHTS_FILE).is_file()]
-    environment = {"torch": torch.__version__, "python": sys.version.split()[0]}
+    environment = training_environment()
     record = {"recipes": {**{k: previous["recipes"][k] for k in kept}, **{c.size: c.to_json() for c in configs}},
               "results": {**{k: previous["results"][k] for k in kept}, **summary},
               "environment": {**{k: previous.get("environment", {}).get(k, {}) for k in kept},

@@ -262,6 +262,7 @@ def build(out: Path, plan: Sequence[tuple[Voice, str, str]], *, split_name: str,
 
 
 def write_manifest(out: Path, info: dict[str, Any]) -> dict[str, Any]:
+    from bench.hardware import package_versions
     from bench.jsonio import dumps, read_jsonl, write_json_atomic, write_text_atomic
 
     # The build appends records as its workers finish, in an order that varies from run to run;
@@ -279,7 +280,7 @@ def write_manifest(out: Path, info: dict[str, Any]) -> dict[str, Any]:
     summary = {"version": CORPUS_VERSION, "sample_rate": SAMPLE_RATE, "text_source": TEXT_SOURCE,
                "voices": by_voice, "skipped_voices": info.get("skipped", {}),
                "utterances": len(records), "hours": round(sum(r["seconds"] for r in records) / 3600, 3),
-               "engines": engine_versions()}
+               "engines": engine_versions(), "packages": package_versions(("numpy", "soxr", "soundfile"))}
     write_json_atomic(out / "corpus.json", summary)
     return summary
 

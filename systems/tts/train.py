@@ -32,6 +32,7 @@ import numpy as np
 
 from bench.errors import BenchError
 from bench.evaluators import sha256_file
+from bench.hardware import training_environment
 
 CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
 FAMILIES = ("aligner", "tokenizer", "flow", "nar", "ar", "decoder")
@@ -375,7 +376,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with open(args.out / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         record_recipe(args.out, args.family, {**recipe, "corpus_manifest_sha256": corpus_digest(args.corpus),
-                                              "minutes": round(minutes, 1)})
+                                              "minutes": round(minutes, 1), "environment": training_environment()})
         write_manifest(args.out)
     log(f"{args.family}: done in {minutes:.1f} min -> {args.out}")
     return 0
