@@ -185,6 +185,30 @@ def compare(baseline: Any, candidate: Any, rules: Rules, *, pairs: list[tuple[st
     return checks
 
 
+def environment_notes(baseline: Any, candidate: Any) -> list[str]:
+    """What differs between the two runs' machines that can move scores with no change to a system:
+    the CPU's instruction sets (they pick the int8 and bf16 kernels) and the tracked package versions.
+    Said beside the verdict, not turned into one: the evaluator revisions already match."""
+    b_env, c_env = baseline.summary.get("environment") or {}, candidate.summary.get("environment") or {}
+    notes = []
+    b_flags, c_flags = b_env.get("cpu_flags"), c_env.get("cpu_flags")
+    if b_flags is not None and c_flags is not None and b_flags != c_flags:
+        notes.append(f"the runs' CPUs differ in instruction sets (baseline: {' '.join(b_flags) or 'none listed'}; "
+                     f"candidate: {' '.join(c_flags) or 'none listed'}): Whisper's int8 kernels and others differ "
+                     "between them, so scores can move with no change to a system -> run the baseline on the "
+                     "candidate's machine")
+    elif (b_flags is None) != (c_flags is None):
+        which = "baseline" if b_flags is None else "candidate"
+        notes.append(f"the {which} run does not record its CPU's instruction sets (made before they were "
+                     "recorded), so a CPU difference cannot be ruled out")
+    b_packages, c_packages = b_env.get("packages") or {}, c_env.get("packages") or {}
+    changed = [f"{name} {b_packages[name]} -> {c_packages[name]}" for name in sorted(set(b_packages) & set(c_packages))
+               if b_packages[name] != c_packages[name]]
+    if changed:
+        notes.append("package versions differ: " + ", ".join(changed))
+    return notes
+
+
 def _fmt(value: float | None, digits: int = 4) -> str:
     return "-" if value is None else f"{value:.{digits}g}"
 
@@ -198,7 +222,7 @@ def _rows(checks: list[Check]) -> list[list[str]]:
 HEADER = ["system", "metric", "baseline", "candidate", "difference", "tolerance", "p", "failures", "verdict"]
 
 
-def console(checks: list[Check]) -> str:
+def console(checks: list[Check], notes: list[str] = ()) -> str:
     rows = [HEADER, *_rows(checks)]
     widths = [max(len(r[i]) for r in rows) for i in range(len(HEADER))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
@@ -207,10 +231,11 @@ def console(checks: list[Check]) -> str:
         if c.regressed:
             lines.append(f"REGRESSION {c.pair} {c.metric}: {c.reason}")
     lines.append("^ higher is better, v lower is better; difference = candidate - baseline")
+    lines += [f"note: {note}" for note in notes]
     return "\n".join(lines)
 
 
-def markdown(checks: list[Check], baseline: str, candidate: str) -> str:
+def markdown(checks: list[Check], baseline: str, candidate: str, notes: list[str] = ()) -> str:
     def cell(text: str) -> str:
         return text.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
 
@@ -221,6 +246,8 @@ def markdown(checks: list[Check], baseline: str, candidate: str) -> str:
     bad = [c for c in checks if c.regressed]
     if bad:
         lines += [""] + [f"- {cell(c.pair)} {cell(c.metric)}: {cell(c.reason)}" for c in bad]
+    if notes:
+        lines += [""] + [f"> Note: {cell(note)}" for note in notes]
     return "\n".join(lines) + "\n"
 
 
@@ -263,6 +290,7 @@ def run_gate(baseline_path: Path, candidate_path: Path, *, rules_path: Path | No
             raise GateUnusable(str(exc)) from None
         pairs = [(baseline_system, candidate_system)] if baseline_system else None
         checks = compare(baseline, candidate, rules, pairs=pairs, seed=seed)
+        notes = environment_notes(baseline, candidate)
     except GateUnusable as exc:
         print(f"gate: cannot decide: {exc}", file=sys.stderr)
         if junit_path:
@@ -270,9 +298,9 @@ def run_gate(baseline_path: Path, candidate_path: Path, *, rules_path: Path | No
         if markdown_path:
             write_text_atomic(markdown_path, f"### bench gate: **cannot decide**\n\n{exc}\n")
         return UNUSABLE
-    print(console(checks))
+    print(console(checks, notes))
     if markdown_path:
-        write_text_atomic(markdown_path, markdown(checks, str(baseline_path), str(candidate_path)))
+        write_text_atomic(markdown_path, markdown(checks, str(baseline_path), str(candidate_path), notes))
     if junit_path:
         write_text_atomic(junit_path, junit(checks))
     regressed = any(c.regressed for c in checks)

@@ -403,12 +403,13 @@ def _provenance_section(page: Page) -> list[str]:
     for run in page.runs:
         s = run.summary
         env = s["environment"]
+        flags = " ".join(env.get("cpu_flags", [])) or "instruction sets not recorded"  # they pick int8 kernels
         out.append(f"<h3>run <code>{_e(run.folder.name)}</code></h3><ul>"
                    f"<li>schema {_e(s['schema_version'])}, harness {_e(s.get('harness_version'))}, commit "
                    f"<code>{_e(s.get('harness_commit') or 'unknown')}</code>, created {_e(s.get('created'))}</li>"
                    f"<li>spec <code>{_e(s.get('spec_digest', '')[:12])}</code>, records digest "
                    f"<code>{_e(s.get('records_digest', '')[:12])}</code> (verified)</li>"
-                   f"<li>machine: {_e(env.get('cpu'))}, {_e(env.get('cpu_count'))} cores, {_e(env.get('ram_gb'))} GB "
+                   f"<li>machine: {_e(env.get('cpu'))} ({_e(flags)}), {_e(env.get('cpu_count'))} cores, {_e(env.get('ram_gb'))} GB "
                    f"RAM, GPUs: {_e(', '.join(env.get('gpus', [])) or 'none')}; Python {_e(env.get('python'))}</li>")
         out += [f"<li>evaluator <b>{_e(m)}</b>: <code>{_e(rev)}</code></li>" for m, rev in s["evaluators"].items()]
         out += [f'<li class="bad">unavailable: <b>{_e(m)}</b>: {_e(why)}</li>'

@@ -133,3 +133,25 @@ def test_gate_refuses_missing_items_and_other_evaluators(runs, tmp_path, capsys)
     capsys.readouterr()
     assert main(["gate", "--baseline", str(base), "--candidate", str(cand)]) == 2
     assert "evaluator revisions differ" in capsys.readouterr().err
+
+
+def test_gate_says_when_the_runs_machines_differ_in_what_moves_scores(runs, tmp_path, capsys):
+    """Another CPU instruction set or package version is named beside the verdict, which it does not change."""
+    from bench.results import seal
+
+    base, cand, _ = runs
+    assert main(["gate", "--baseline", str(base), "--candidate", str(cand)]) == 0
+    assert "note:" not in capsys.readouterr().out  # the same machine
+    summary = json.loads((base / "summary.json").read_text())
+    summary["environment"]["cpu_flags"] = ["avx2", "fma", "avx512f", "avx512_vnni"]
+    summary["environment"]["packages"]["numpy"] = "0.0-other"
+    (base / "summary.json").write_text(json.dumps(seal(summary)))
+    assert main(["gate", "--baseline", str(base), "--candidate", str(cand), "--markdown", str(tmp_path / "g.md")]) == 0
+    out = capsys.readouterr().out
+    assert "note: the runs' CPUs differ in instruction sets (baseline: avx2 fma avx512f avx512_vnni;" in out
+    assert "numpy 0.0-other -> " in out and "gate: pass" in out
+    assert "> Note: the runs' CPUs differ" in (tmp_path / "g.md").read_text()
+    del summary["environment"]["cpu_flags"]  # a run made before the flags were recorded
+    (base / "summary.json").write_text(json.dumps(seal(summary)))
+    assert main(["gate", "--baseline", str(base), "--candidate", str(cand)]) == 0
+    assert "the baseline run does not record its CPU's instruction sets" in capsys.readouterr().out

@@ -113,6 +113,10 @@ def test_one_page_compares_runs_with_significance_figures_and_items(two_runs, tm
     assert all((out.parent / src.replace("&amp;", "&")).resolve().is_file() for src in sources)
     # Worst first without JavaScript: the drill-down starts with the item whose worst value is worst.
     assert "Provenance" in page and "records digest" in page and "commit" in page
+    from bench.hardware import fingerprint
+
+    flags = " ".join(fingerprint()["cpu_flags"]) or "instruction sets not recorded"
+    assert f"({flags})" in page  # the CPU's instruction sets, which pick the int8 kernels
 
 
 def test_embedded_audio_and_different_tasks(two_runs, tmp_path):

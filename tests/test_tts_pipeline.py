@@ -123,7 +123,8 @@ def test_a_corpus_packs_to_one_file_and_trains_where_the_wavs_are_not(corpus, tm
     ckpt = tmp_path / "ckpt"
     base = ["train-tts", "--corpus", str(corpus), "--out", str(ckpt)]
     assert main(base + ["--family", "aligner", "--steps", "4"]) == 0
-    assert main(base + ["--family", "flow", "--steps", "1"]) == 0  # caches the features and durations
+    # A step caches the features and durations.
+    assert main(base + ["--family", "flow", "--steps", "1", "--precision", "fp32"]) == 0
     pack = tmp_path / "corpus.pack"
     assert main(["tts-corpus", "--out", str(corpus), "--pack", str(pack), "--checkpoints", str(ckpt)]) == 0
     unpacked = tmp_path / "unpacked"
@@ -141,7 +142,8 @@ def test_a_corpus_packs_to_one_file_and_trains_where_the_wavs_are_not(corpus, tm
     again = tmp_path / "again"
     again.mkdir()
     shutil.copytree(ckpt / "aligner", again / "aligner")
-    assert main(["train-tts", "--corpus", str(unpacked), "--out", str(again), "--family", "flow", "--steps", "1"]) == 0
+    assert main(["train-tts", "--corpus", str(unpacked), "--out", str(again), "--family", "flow", "--steps", "1",
+                 "--precision", "fp32"]) == 0
     assert (again / "flow" / "model.safetensors").is_file()
     capsys.readouterr()
     assert main(["tts-corpus", "--out", str(unpacked), "--check"]) == 1  # the wavs are not there, and it says so
@@ -175,7 +177,10 @@ def test_verify_steps_replays_the_recorded_recipe_and_changes_nothing(corpus, tm
     ckpt = tmp_path / "ckpt"
     base = ["train-tts", "--corpus", str(corpus), "--out", str(ckpt)]
     assert main(base + ["--family", "aligner", "--steps", "4"]) == 0
-    assert main(base + ["--family", "flow", "--steps", "3"]) == 0
+    # In float32 (fast on any CPU; bf16 is emulated, 25-33x slower, on one without bf16 instructions):
+    # the replay follows the recorded precision.
+    assert main(base + ["--family", "flow", "--steps", "3", "--precision", "fp32"]) == 0
+    assert json.loads((ckpt / "flow" / "train_log.json").read_text())["recipe"]["bf16"] is False
     before = {p: p.read_bytes() for p in ckpt.rglob("*") if p.is_file()}
     capsys.readouterr()
     assert main(base + ["--family", "flow", "--verify-steps", "2"]) == 0
@@ -200,7 +205,9 @@ def test_verify_steps_replays_the_recorded_recipe_and_changes_nothing(corpus, tm
     assert "is not the one flow was trained on" in capsys.readouterr().err
     assert main(base + ["--family", "nar", "--verify-steps", "2"]) == 1
     assert "no trained nar in" in capsys.readouterr().err
-    for bad in (["--family", "aligner", "--verify-steps", "1"], ["--family", "flow", "--verify-steps", "1", "--steps", "2"]):
+    for bad in (["--family", "aligner", "--verify-steps", "1"], ["--family", "flow", "--verify-steps", "1", "--steps", "2"],
+                ["--family", "flow", "--verify-steps", "1", "--precision", "fp32"],
+                ["--family", "tokenizer", "--precision", "fp32"]):
         with pytest.raises(SystemExit):
             main(base + bad)
 
@@ -218,7 +225,7 @@ def test_a_folder_can_read_characters_or_ipa_instead_of_phones(corpus, tmp_path,
         main(base + ["--family", "flow", "--text", text])
     assert "--family aligner" in capsys.readouterr().err
     assert main(base + ["--family", "aligner", "--steps", "6", "--text", text]) == 0
-    assert main(base + ["--family", "flow", "--steps", "2"]) == 0
+    assert main(base + ["--family", "flow", "--steps", "2", "--precision", "fp32"]) == 0
     assert read_config(ckpt / "aligner")["text"] == text and read_config(ckpt / "duration")["text"] == text
     assert read_config(ckpt / "flow")["model"]["text"] == text
     recipes = json.loads((ckpt / "train_config.json").read_text())["recipes"]
@@ -285,3 +292,29 @@ def test_eval_tasks_hold_out_their_sentences(tmp_path, monkeypatch):
     victim.write_bytes(victim.read_bytes()[:-2] + b"\x00\x01")
     with pytest.raises(BenchError, match="modified"):
         TTSSeen().items()
+
+
+@pytest.mark.parametrize("slowdown, warned", [(30.0, True), (1.2, False)])
+def test_a_cpu_that_emulates_bf16_is_named_before_a_bf16_recipe_trains(slowdown, warned, monkeypatch):
+    import systems.tts.families as families
+
+    class Stop(Exception):
+        pass
+
+    def stop(*args):  # no checkpoint folder or corpus is needed: the check comes before them
+        raise Stop
+
+    monkeypatch.setattr(families, "bf16_slowdown", lambda: slowdown)
+    monkeypatch.setattr("systems.tts.aligner.front_end_of", stop)
+    for precision, expected in (("bf16", warned), ("fp32", False)):
+        lines = []
+        with pytest.raises(Stop):
+            families.train_family("flow", Path("unused"), Path("unused"), lines.append, 1, 1, precision=precision)
+        assert any("slower than float32" in line and "--precision fp32" in line for line in lines) == expected
+
+
+def test_bf16_slowdown_measures_a_ratio():
+    from systems.tts.families import bf16_slowdown
+
+    ratio = bf16_slowdown(size=64)
+    assert 0.01 < ratio < 1000

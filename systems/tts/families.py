@@ -161,6 +161,26 @@ def initialise_from(model, folder: Path, log: Callable[[str], None]) -> dict[str
             "left_out_keys": left_out}
 
 
+BF16_SLOW = 3.0  # a bf16/fp32 matmul time ratio above this means bf16 is emulated (AVX2 EPYC: 33x)
+
+
+def bf16_slowdown(size: int = 256, repeats: int = 3) -> float:
+    """How many times slower a bfloat16 matrix product is than a float32 one on this CPU (median
+    of a few; about 1 or below where the CPU has bf16 instructions, tens where torch emulates them)."""
+    a = torch.randn(size, size)
+    times = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        x = a.to(dtype)
+        x @ x  # first call: kernel selection, not timed
+        runs = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            x @ x
+            runs.append(time.perf_counter() - t0)
+        times[dtype] = sorted(runs)[repeats // 2]
+    return times[torch.bfloat16] / max(times[torch.float32], 1e-9)
+
+
 DEVICE_FAMILIES = ("flow", "decoder")  # the families whose training runs on a GPU (device="cuda")
 LOG_EVERY = 50  # steps per train_log.json entry (the mean loss over them)
 
@@ -168,12 +188,13 @@ LOG_EVERY = 50  # steps per train_log.json entry (the mean loss over them)
 def train_family(family: str, corpus: Path, out: Path, log: Callable[[str], None], threads: int,
                  steps: int | None = None, model_overrides: dict[str, Any] | None = None, *,
                  device: str = "cpu", batch: int | None = None, minutes: float | None = None,
-                 stop_after: int | None = None) -> dict[str, Any]:
+                 stop_after: int | None = None, precision: str | None = None) -> dict[str, Any]:
     """Train `family` into out/<family>. device: where the model trains (the random draws stay on
     CPU generators, so the batches and draws are the same on any device); batch: override the
     recipe's batch size; minutes: stop after this long and save (the schedule stays the recipe's,
     so a run cut short ends at a higher learning rate; the step reached is recorded); stop_after:
-    stop after that many steps, likewise on the recipe's schedule (a prefix of the whole run)."""
+    stop after that many steps, likewise on the recipe's schedule (a prefix of the whole run);
+    precision: "bf16" (autocast, the committed recipes) or "fp32", recorded in the recipe."""
     from bench.jsonio import write_json_atomic
     from systems.tts.modules import count_parameters, save_checkpoint
     from systems.tts.aligner import front_end_of
@@ -184,12 +205,21 @@ def train_family(family: str, corpus: Path, out: Path, log: Callable[[str], None
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise BenchError(f"--device {device}: this machine's torch sees no CUDA device -> --device cpu")
     torch.set_num_threads(threads)
-    text = front_end_of(out)
-    if text != "phones":  # the family reads the folder's front end (phone configs stay as they were)
-        model_overrides = {**(model_overrides or {}), "text": text}
     recipe = RECIPES[family] if steps is None else replace(RECIPES[family], steps=steps)
     if batch is not None:
         recipe = replace(recipe, batch=batch)
+    if precision is not None:
+        recipe = replace(recipe, bf16=precision == "bf16")
+    if recipe.bf16 and device == "cpu":
+        slowdown = bf16_slowdown()
+        if slowdown > BF16_SLOW:
+            log(f"warning: this CPU multiplies bfloat16 matrices {slowdown:.0f}x slower than float32 (torch's CPU "
+                f"capability: {torch.backends.cpu.get_cpu_capability()}; no native bf16), so this bf16 recipe "
+                f"runs many times slower than on the CPU it was written for. --precision fp32 trains at "
+                f"float32 speed: a different recipe, whose losses and weights are not the committed ones'")
+    text = front_end_of(out)
+    if text != "phones":  # the family reads the folder's front end (phone configs stay as they were)
+        model_overrides = {**(model_overrides or {}), "text": text}
     utterances, stats = load_aligned_corpus(corpus, out, log)
     needs_tokens = family in ("nar", "ar", "decoder")
     if needs_tokens:

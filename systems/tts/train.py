@@ -256,7 +256,8 @@ def verify_steps(family: str, corpus: Path, out: Path, steps: int, log) -> int:
         at = sorted(logged)
         shown = ", ".join(map(str, at)) if len(at) <= 4 else f"{at[0]}, {at[1]}, ..., {at[-1]}"
         raise BenchError(f"--verify-steps {steps}: {log_path} has entries at steps {shown}; give one of them")
-    trainer_recipe = replace(RECIPES[family], steps=recipe["steps"], batch=recipe["batch"]).to_json()
+    trainer_recipe = replace(RECIPES[family], steps=recipe["steps"], batch=recipe["batch"],
+                             bf16=recipe.get("bf16", True)).to_json()
     if trainer_recipe != recipe:
         differing = sorted(k for k in set(recipe) | set(trainer_recipe) if recipe.get(k) != trainer_recipe.get(k))
         raise BenchError(f"the {family} recipe recorded in {log_path} differs from the trainer's in "
@@ -277,7 +278,7 @@ def verify_steps(family: str, corpus: Path, out: Path, steps: int, log) -> int:
         scratch = Path(tmp) / out.name
         shutil.copytree(out, scratch, ignore=shutil.ignore_patterns(".lock"))
         train_family(family, corpus, scratch, log, threads, recipe["steps"], model_config, batch=recipe["batch"],
-                     stop_after=None if whole else steps)
+                     stop_after=None if whole else steps, precision="bf16" if recipe.get("bf16", True) else "fp32")
         ours = {e["step"]: e for e in json.loads((scratch / family / "train_log.json").read_text())["history"]}
         differences = []
         for step in sorted(s for s in logged if s <= steps):
@@ -322,6 +323,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="where the flow and decoder families train: cpu (the committed recipes) or cuda[:N] "
                              "(long runs of the duration-free forms; train from a corpus --pack on a GPU box)")
     parser.add_argument("--batch", type=int, help="override the recipe's batch size (bigger on a GPU)")
+    parser.add_argument("--precision", choices=("bf16", "fp32"),
+                        help="the families' arithmetic: bf16 autocast (the committed recipes) or fp32 (for CPUs "
+                             "without bf16 instructions, where bf16 is emulated many times slower; a different "
+                             "recipe, recorded as such)")
     parser.add_argument("--minutes", type=float, help="stop after this many minutes and save (the step reached "
                                                        "is recorded)")
     parser.add_argument("--check", action="store_true", help="verify the checkpoints against their manifest")
@@ -346,13 +351,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.family not in VERIFIABLE:
             parser.error(f"--verify-steps applies to {', '.join(VERIFIABLE)} (the aligner and tokenizer retrain "
                          "in minutes: compare a whole retrain's bytes)")
-        if args.steps or args.batch or args.minutes or args.alignment or args.device != "cpu":
+        if args.steps or args.batch or args.minutes or args.alignment or args.precision or args.device != "cpu":
             parser.error("--verify-steps replays the recorded recipe: it takes no --steps, --batch, --minutes, "
-                         "--alignment or --device")
+                         "--alignment, --precision or --device")
         return verify_steps(args.family, args.corpus, args.out, args.verify_steps, _log_to(None))
-    if args.family in ("aligner", "tokenizer") and (args.device != "cpu" or args.batch or args.minutes):
-        parser.error("--device, --batch and --minutes apply to the families (flow, decoder; --batch and "
-                     "--minutes also nar, ar), not to the aligner or tokenizer")
+    if args.family in ("aligner", "tokenizer") and (args.device != "cpu" or args.batch or args.minutes
+                                                     or args.precision):
+        parser.error("--device, --batch, --minutes and --precision apply to the families (flow, decoder; --batch, "
+                     "--minutes and --precision also nar, ar), not to the aligner or tokenizer")
     if args.text != "phones" and args.family != "aligner":
         parser.error("--text sets the front end of a new folder: give it with --family aligner; the other "
                      "stages read the aligner's")
@@ -368,7 +374,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         overrides = {"alignment": args.alignment} if args.alignment else None
         recipe = train_family(args.family, args.corpus, args.out, log, args.threads, args.steps, overrides,
-                              device=args.device, batch=args.batch, minutes=args.minutes)
+                              device=args.device, batch=args.batch, minutes=args.minutes,
+                              precision=args.precision)
     minutes = (time.time() - start) / 60
     import fcntl
 
