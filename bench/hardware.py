@@ -52,7 +52,7 @@ KERNEL_FLAGS = ("avx2", "fma", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf1
                 "asimd", "sve")
 
 
-def _cpu_flags() -> list[str]:
+def cpu_flags() -> list[str]:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
@@ -97,7 +97,7 @@ def fingerprint() -> dict[str, Any]:
     versions = package_versions(TRACKED_PACKAGES)
     return {
         "cpu": _cpu_model(),
-        "cpu_flags": _cpu_flags(),
+        "cpu_flags": cpu_flags(),
         "cpu_count": os.cpu_count(),
         "affinity_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "ram_gb": _total_ram_gb(),
@@ -113,7 +113,7 @@ def training_environment() -> dict[str, Any]:
     """What a trained checkpoint's float sums depend on besides its recipe, recorded beside it: a
     rebuild that differs points at these first."""
     return {"python": platform.python_version(), **package_versions(("torch", "numpy")), "cpu": _cpu_model(),
-            "cpu_flags": _cpu_flags()}
+            "cpu_flags": cpu_flags()}
 
 
 def source_commit() -> str | None:

@@ -1,9 +1,11 @@
 """WER metric: edit distance golden values, failures, aggregates, evaluator revision, model weights,
 and (slow) Whisper transcripts of five real LibriVox utterances.
 
-The golden transcripts are what faster-whisper 1.2.1 / CTranslate2 4.8.5 produce with int8 on an
-x86-64 CPU with AVX-512 VNNI; another CPU family may take other int8 kernels, so a change there
-is a reason to look, and re-pin if the new transcripts are as good.
+The golden transcripts are what faster-whisper 1.2.1 / CTranslate2 4.8.5 produce with int8 on
+x86-64. CTranslate2 picks its int8 kernels by instruction set, and the transcripts can differ with
+them: Whisper tiny.en's do on two of the five clips between an AVX-512 VNNI and an AVX2 EPYC, so
+they are pinned per instruction set (base's are the same on both). On another CPU family, record
+its transcripts here if they are as good.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import random
 import re
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -355,21 +358,40 @@ def test_padding_log_mel_is_the_extractors_own_bit_for_bit():
         np.testing.assert_array_equal(got, expected)
 
 
+def ctranslate2_isa() -> str:
+    """The instruction set whose int8 kernels CTranslate2 takes on this CPU (it prefers AVX-512)."""
+    from bench.hardware import cpu_flags
+
+    flags = set(cpu_flags())
+    return "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "other"
+
+
+_TINY_EN_FIRST, _TINY_EN_LAST = (
+    ("And Mr. John Dashwood had then leisure to consider how much there might be prudently in his "
+     "power to do for them."),
+    ["Had he married a more amiable woman, he might have been made still more respectable than he was.",
+     "He might even have been made amiable himself."])
+TINY_EN_GOLDEN = {
+    "avx512": [_TINY_EN_FIRST, "He was not an old-sposed young man.",  # AVX-512 VNNI EPYC, 2026-11
+               "Unless to be rather coldhearted and rather selfish is to be old-sposed.", *_TINY_EN_LAST],
+    "avx2": [_TINY_EN_FIRST, "He was not an ill-disposed young man.",  # AVX2 EPYC, 2026-12-01
+             "Unless to be rather cold-hearted and rather selfish, is to be ill-disposed.", *_TINY_EN_LAST],
+}
+
+
 @pytest.mark.slow
 def test_whisper_tiny_en_golden_and_english_only():
     pytest.importorskip("faster_whisper")
     metric = WER(model="whisper-tiny.en", batch_size=5)
     metric.load()
     outs = metric.score_batch(librivox_inputs())
-    assert [o.extra["transcript"] for o in outs] == [
-        "And Mr. John Dashwood had then leisure to consider how much there might be prudently in his "
-        "power to do for them.",
-        "He was not an old-sposed young man.",
-        "Unless to be rather coldhearted and rather selfish is to be old-sposed.",
-        "Had he married a more amiable woman, he might have been made still more respectable than he was.",
-        "He might even have been made amiable himself.",
-    ]
-    assert [o.extra["errors"] for o in outs] == [1, 2, 4, 1, 0]
+    isa = ctranslate2_isa()
+    if isa in TINY_EN_GOLDEN:
+        assert [o.extra["transcript"] for o in outs] == TINY_EN_GOLDEN[isa]
+    else:
+        warnings.warn(f"no golden tiny.en transcripts for this CPU's instruction set ({isa}); only the error "
+                      "counts are checked -> record them in TINY_EN_GOLDEN")
+    assert [o.extra["errors"] for o in outs] == [1, 2, 4, 1, 0]  # the same on both instruction sets
     with pytest.raises(BenchError, match="English-only"):
         metric.score_batch([MetricInput("zh", librivox_inputs()[0].hypothesis, text="你好", language="zh")])
 
