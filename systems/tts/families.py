@@ -215,8 +215,9 @@ def train_family(family: str, corpus: Path, out: Path, log: Callable[[str], None
         if slowdown > BF16_SLOW:
             log(f"warning: this CPU multiplies bfloat16 matrices {slowdown:.0f}x slower than float32 (torch's CPU "
                 f"capability: {torch.backends.cpu.get_cpu_capability()}; no native bf16), so this bf16 recipe "
-                f"runs many times slower than on the CPU it was written for. --precision fp32 trains at "
-                f"float32 speed: a different recipe, whose losses and weights are not the committed ones'")
+                f"runs many times slower than on a CPU with bf16 instructions, and its emulation rounds "
+                f"differently (a rebuild of committed weights will not match them). --precision fp32 trains "
+                f"at float32 speed: a different recipe, recorded as such")
     text = front_end_of(out)
     if text != "phones":  # the family reads the folder's front end (phone configs stay as they were)
         model_overrides = {**(model_overrides or {}), "text": text}
