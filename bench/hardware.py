@@ -34,15 +34,20 @@ def peak_rss_mb() -> float:
     return kb / 1024.0 if sys.platform != "darwin" else kb / (1024.0 * 1024.0)
 
 
-def _cpu_model() -> str:
+def _cpuinfo_value(*keys: str) -> str | None:
+    """The value of the first /proc/cpuinfo line that starts with one of `keys` (None off Linux)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
-                if line.startswith("model name"):
+                if line.startswith(keys):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or "unknown"
+    return None
+
+
+def _cpu_model() -> str:
+    return _cpuinfo_value("model name") or platform.processor() or "unknown"
 
 
 # Instruction sets that pick different numeric kernels: CTranslate2's int8 Whisper and torch's bf16
@@ -53,15 +58,8 @@ KERNEL_FLAGS = ("avx2", "fma", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf1
 
 
 def cpu_flags() -> list[str]:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith(("flags", "Features")):
-                    present = set(line.split(":", 1)[1].split())
-                    return [flag for flag in KERNEL_FLAGS if flag in present]
-    except OSError:
-        pass
-    return []
+    present = set((_cpuinfo_value("flags", "Features") or "").split())  # x86 and Arm spellings
+    return [flag for flag in KERNEL_FLAGS if flag in present]
 
 
 def _total_ram_gb() -> float | None:

@@ -341,17 +341,10 @@ class WER(Metric):
         return self._prompt_cache[language]
 
     def _windows(self, samples) -> list:
-        """Log-mel features of each 30-s window of a clip, the audio zero-padded to 30 s first.
-        On one BLAS thread: OpenBLAS rounds the mel projection differently with its thread count,
-        and Whisper's transcripts follow (measured on 2 cores, Flite on librivox-mini: 19.1 % WER
-        with 2 threads, 32.1 % with 1), so a machine's core count or OMP_NUM_THREADS would change
-        the score. One thread is what every machine can run."""
-        from threadpoolctl import threadpool_limits
-
+        """Log-mel features of each 30-s window of a clip, the audio zero-padded to 30 s first."""
         window = WINDOW_SECONDS * SAMPLE_RATE
-        with threadpool_limits(limits=1, user_api="blas"):
-            return [padded_window_features(self._whisper.feature_extractor, samples[start:start + window], window)
-                    for start in range(0, max(len(samples), 1), window)]
+        return [padded_window_features(self._whisper.feature_extractor, samples[start:start + window], window)
+                for start in range(0, max(len(samples), 1), window)]
 
     def transcribe(self, clips: Sequence[Any], languages: Sequence[str]) -> list[str]:
         """Raw transcripts of 16-kHz float32 clips, decoded in batches of `batch_size` windows."""
@@ -359,10 +352,17 @@ class WER(Metric):
 
         if self._whisper is None:
             self.load()
+        from threadpoolctl import threadpool_limits
+
         windows: list[tuple[int, Any, str]] = []  # (clip index, features, language)
-        for index, (samples, language) in enumerate(zip(clips, languages)):
-            self._prompt(language)  # fail early on a language the model cannot do
-            windows.extend((index, f, language) for f in self._windows(samples))
+        # The log-mel on one BLAS thread: OpenBLAS rounds the mel projection differently with its
+        # thread count, and Whisper's transcripts follow (measured on 2 cores, Flite on
+        # librivox-mini: 19.1 % WER with 2 threads, 32.1 % with 1), so a machine's core count or
+        # OMP_NUM_THREADS would change the score. One thread is what every machine can run.
+        with threadpool_limits(limits=1, user_api="blas"):
+            for index, (samples, language) in enumerate(zip(clips, languages)):
+                self._prompt(language)  # fail early on a language the model cannot do
+                windows.extend((index, f, language) for f in self._windows(samples))
         # One prompt and suppression list per generate call: batch each language's windows apart.
         by_language: dict[str, list[tuple[int, Any]]] = {}
         for index, feats, language in windows:

@@ -256,8 +256,8 @@ def verify_steps(family: str, corpus: Path, out: Path, steps: int, log) -> int:
         at = sorted(logged)
         shown = ", ".join(map(str, at)) if len(at) <= 4 else f"{at[0]}, {at[1]}, ..., {at[-1]}"
         raise BenchError(f"--verify-steps {steps}: {log_path} has entries at steps {shown}; give one of them")
-    trainer_recipe = replace(RECIPES[family], steps=recipe["steps"], batch=recipe["batch"],
-                             bf16=recipe.get("bf16", True)).to_json()
+    bf16 = recipe.get("bf16", True)
+    trainer_recipe = replace(RECIPES[family], steps=recipe["steps"], batch=recipe["batch"], bf16=bf16).to_json()
     if trainer_recipe != recipe:
         differing = sorted(k for k in set(recipe) | set(trainer_recipe) if recipe.get(k) != trainer_recipe.get(k))
         raise BenchError(f"the {family} recipe recorded in {log_path} differs from the trainer's in "
@@ -278,7 +278,7 @@ def verify_steps(family: str, corpus: Path, out: Path, steps: int, log) -> int:
         scratch = Path(tmp) / out.name
         shutil.copytree(out, scratch, ignore=shutil.ignore_patterns(".lock"))
         train_family(family, corpus, scratch, log, threads, recipe["steps"], model_config, batch=recipe["batch"],
-                     stop_after=None if whole else steps, precision="bf16" if recipe.get("bf16", True) else "fp32")
+                     stop_after=None if whole else steps, precision="bf16" if bf16 else "fp32")
         ours = {e["step"]: e for e in json.loads((scratch / family / "train_log.json").read_text())["history"]}
         differences = []
         for step in sorted(s for s in logged if s <= steps):
